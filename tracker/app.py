@@ -1,0 +1,62 @@
+"""`create_app(settings)`: the Starlette app, and the lifespan that runs the store beneath it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from tracker.auth import TokenService, load_or_create_secret
+from tracker.clock import Clock, system_clock
+from tracker.config import Settings
+from tracker.events.sqlite import SQLiteStore
+from tracker.http.api import ROUTES
+from tracker.http.errors import EXCEPTION_HANDLERS
+from tracker.http.headers import SecurityHeadersMiddleware
+from tracker.projections.model import ReadModel
+from tracker.service import Tracker
+from tracker.snapshots import SnapshotKeeper
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, clock: Clock = system_clock) -> Starlette:
+    """The whole server for `settings`; nothing runs until its lifespan starts."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        key = settings.secret_key
+        if key is None:
+            key = await anyio.to_thread.run_sync(load_or_create_secret, settings.db)
+        tokens = TokenService(
+            key, clock, guest_ttl=settings.guest_token_ttl, user_ttl=settings.user_token_ttl
+        )
+        async with SQLiteStore.open(settings.db, clock) as store:
+            started = clock()
+            model = await ReadModel.build(store)
+            logger.info(
+                "read model ready at position %d in %.3f s", model.position, clock() - started
+            )
+            store.add_listener(model.on_commit)
+            tracker = Tracker(store, model, tokens, clock)
+            keeper = SnapshotKeeper(store, model, every=settings.snapshot_every)
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(keeper.run)
+                try:
+                    yield {"tracker": tracker, "cookie_secure": settings.cookie_secure}
+                finally:
+                    tasks.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await keeper.save()
+
+    return Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(SecurityHeadersMiddleware)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

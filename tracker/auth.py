@@ -1,0 +1,105 @@
+"""Principals and their tokens: HS256 JWTs with a pinned algorithm, and the key that signs them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+import jwt
+import msgspec
+
+from tracker.clock import Clock
+from tracker.errors import AuthError
+
+logger = logging.getLogger(__name__)
+
+ALGORITHM = "HS256"
+Kind = Literal["user", "guest"]
+
+
+class Principal(msgspec.Struct, frozen=True, kw_only=True):
+    """Who is asking: a registered user or a guest."""
+
+    id: str
+    kind: Kind
+    username: str | None = None
+
+
+class Claims(msgspec.Struct, frozen=True):
+    """What a verified token says."""
+
+    sub: str
+    kind: Kind
+    jti: str
+    iat: int
+    exp: int
+
+
+class Session(msgspec.Struct, frozen=True):
+    """A principal with a fresh token, and when it was issued and expires (epoch seconds)."""
+
+    principal: Principal
+    token: str
+    issued_at: int
+    expires_at: int
+
+
+class TokenService:
+    """Issues and verifies session tokens."""
+
+    def __init__(self, key: str, clock: Clock, *, guest_ttl: int, user_ttl: int) -> None:
+        self._key = key
+        self._clock = clock
+        self._ttl: dict[Kind, int] = {"guest": guest_ttl, "user": user_ttl}
+
+    def issue(self, principal: Principal) -> Session:
+        """A new session for `principal`."""
+        now = int(self._clock())
+        expires = now + self._ttl[principal.kind]
+        claims = Claims(principal.id, principal.kind, secrets.token_urlsafe(16), now, expires)
+        token = jwt.encode(msgspec.structs.asdict(claims), self._key, algorithm=ALGORITHM)
+        return Session(principal, token, now, expires)
+
+    def verify(self, token: str) -> Claims:
+        """The token's claims; AuthError unless it is ours, intact, HS256 and unexpired."""
+        try:
+            payload = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                options={"require": ["sub", "kind", "jti", "iat", "exp"], "verify_iat": False},
+            )
+            claims = msgspec.convert(payload, Claims)
+        except (jwt.PyJWTError, msgspec.ValidationError) as exc:
+            raise AuthError("invalid or expired token") from exc
+        if claims.exp <= self._clock():
+            raise AuthError("invalid or expired token")
+        return claims
+
+
+def load_or_create_secret(db_path: Path) -> str:
+    """The key kept beside the database, created (mode 0600) on first use.
+
+    Blocking file I/O: call it from a worker thread.
+    """
+    key_path = db_path.with_name(db_path.name + ".secret")
+    try:
+        return key_path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it meanwhile
+        return key_path.read_text().strip()
+    with os.fdopen(fd, "w") as file:
+        file.write(key + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    logger.warning(
+        "TRACKER_SECRET_KEY is not set: generated a signing key and kept it in %s", key_path
+    )
+    return key

@@ -1,0 +1,121 @@
+"""Commands and the decisions they lead to: pure functions from state to new events.
+
+Nothing here does I/O or knows of HTTP. The command Structs validate their own
+fields (msgspec checks types and limits; `__post_init__` raises `Invalid` for
+the rules msgspec cannot express), so the HTTP layer decodes request bodies straight into them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, TypeVar
+
+import msgspec
+
+from tracker.errors import Invalid, NotFound, VersionConflict
+from tracker.events.types import TaskCreated, TaskDeleted, TaskUpdated
+from tracker.projections.board import Task, task_stream
+
+TITLE_MAX = 200
+NOTES_MAX = 10_000
+
+Title = Annotated[
+    str,
+    msgspec.Meta(
+        description=f"1 to {TITLE_MAX} characters after trimming white space;"
+        " no control characters."
+    ),
+]
+Notes = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=NOTES_MAX,
+        description=f"At most {NOTES_MAX} characters; no control characters but tab and newline.",
+    ),
+]
+
+T = TypeVar("T")
+
+_TITLE_FORBIDDEN = {chr(code) for code in range(32)} | {"\x7f"}
+_NOTES_FORBIDDEN = _TITLE_FORBIDDEN - {"\t", "\n", "\r"}
+
+
+def clean_title(title: str) -> str:
+    """The title trimmed; `Invalid` unless it is 1 to 200 characters with no control characters."""
+    title = title.strip()
+    if not title:
+        raise Invalid("title", "must not be empty")
+    if len(title) > TITLE_MAX:
+        raise Invalid("title", f"must be at most {TITLE_MAX} characters after trimming")
+    if not _TITLE_FORBIDDEN.isdisjoint(title):
+        raise Invalid("title", "must not contain control characters")
+    return title
+
+
+def check_notes(notes: str) -> str:
+    """The notes, unchanged; `Invalid` if they hold control characters other than white space."""
+    if not _NOTES_FORBIDDEN.isdisjoint(notes):
+        raise Invalid("notes", "must not contain control characters other than tab and newline")
+    return notes
+
+
+class CreateTask(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Create a task."""
+
+    title: Title
+    notes: Notes = ""
+
+    def __post_init__(self) -> None:
+        self.title = clean_title(self.title)
+        check_notes(self.notes)
+
+
+class UpdateTask(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Change any of a task's title, notes and done flag; absent fields stay as they are."""
+
+    title: Title | msgspec.UnsetType = msgspec.UNSET
+    notes: Notes | msgspec.UnsetType = msgspec.UNSET
+    done: bool | msgspec.UnsetType = msgspec.UNSET
+
+    def __post_init__(self) -> None:
+        if self.title is not msgspec.UNSET:
+            self.title = clean_title(self.title)
+        if self.notes is not msgspec.UNSET:
+            check_notes(self.notes)
+
+
+def create_task(task_id: str, owner: str, command: CreateTask) -> list[TaskCreated]:
+    """A new task always starts as written."""
+    return [TaskCreated(task_id=task_id, owner=owner, title=command.title, notes=command.notes)]
+
+
+def update_task(
+    task: Task | None, command: UpdateTask, expected_version: int | None = None
+) -> list[TaskUpdated]:
+    """Record only the fields that really change; nothing at all if none does."""
+    task = _existing(task, expected_version)
+    changes = TaskUpdated(
+        title=_changed(task.title, command.title),
+        notes=_changed(task.notes, command.notes),
+        done=_changed(task.done, command.done),
+    )
+    if changes == TaskUpdated():
+        return []
+    return [changes]
+
+
+def delete_task(task: Task | None, expected_version: int | None = None) -> list[TaskDeleted]:
+    """A task that exists can always be deleted."""
+    _existing(task, expected_version)
+    return [TaskDeleted()]
+
+
+def _existing(task: Task | None, expected_version: int | None) -> Task:
+    if task is None:
+        raise NotFound("no such task")
+    if expected_version is not None and expected_version != task.version:
+        raise VersionConflict(task_stream(task.id), expected_version, task.version)
+    return task
+
+
+def _changed(current: T, wanted: T | msgspec.UnsetType) -> T | msgspec.UnsetType:
+    return msgspec.UNSET if wanted is msgspec.UNSET or wanted == current else wanted

@@ -1,0 +1,71 @@
+"""The envelope of a stored event, and how its hash chains it to the one before."""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+
+GENESIS_HASH = "0" * 64
+"""The `previous hash` of the first event in a log."""
+
+
+class Recorded(msgspec.Struct, frozen=True, gc=False):
+    """One event as the log holds it: its place, its data as stored bytes, its hash.
+
+    `data` is kept as the exact JSON bytes that were written, so reading and
+    re-serving an event never re-encodes it and its hash stays checkable.
+    """
+
+    position: int
+    stream: str
+    version: int
+    type: str
+    schema: int
+    data: msgspec.Raw
+    actor: str
+    recorded_at: str
+    hash: str
+
+
+_canonical_encoder = msgspec.json.Encoder()
+
+
+def canonical_bytes(
+    position: int,
+    stream: str,
+    version: int,
+    type_: str,
+    schema: int,
+    data: bytes,
+    actor: str,
+    recorded_at: str,
+) -> bytes:
+    """The bytes an event's hash covers: every field but the hash, in a fixed order."""
+    return _canonical_encoder.encode(
+        (position, stream, version, type_, schema, actor, recorded_at, msgspec.Raw(data))
+    )
+
+
+def chain_hash(previous_hash: str, canonical: bytes) -> str:
+    """Hex SHA-256 over the previous event's hash and this event's canonical bytes."""
+    digest = hashlib.sha256(previous_hash.encode("ascii"))
+    digest.update(canonical)
+    return digest.hexdigest()
+
+
+def expected_hash(previous_hash: str, event: Recorded) -> str:
+    """The hash `event` must carry if it follows an event whose hash is `previous_hash`."""
+    return chain_hash(
+        previous_hash,
+        canonical_bytes(
+            event.position,
+            event.stream,
+            event.version,
+            event.type,
+            event.schema,
+            bytes(event.data),
+            event.actor,
+            event.recorded_at,
+        ),
+    )

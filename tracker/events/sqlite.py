@@ -1,0 +1,467 @@
+"""The embedded event store: one SQLite file, written by one group-committing writer.
+
+Appends from many requests wait in one queue. The writer drains it, checks
+every append's expected version against the stream heads it keeps in memory,
+writes the accepted ones in one `BEGIN IMMEDIATE` transaction and commits once
+(WAL, `synchronous=FULL`: one fsync for the whole batch). Only then are the
+waiting appenders resumed, so an acknowledged append is durable. A stale
+expected version fails that append alone, never the batch.
+
+The writer assigns positions itself (head + 1, inside the transaction), so the
+log is gap-free and in commit order.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+import msgspec
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from tracker.background import background
+from tracker.clock import Clock, format_timestamp, system_clock
+from tracker.errors import CorruptLog, StorageError, VersionConflict
+from tracker.events import codec
+from tracker.events.records import GENESIS_HASH, Recorded, canonical_bytes, chain_hash
+from tracker.events.store import Append, CommitListener, Snapshot
+from tracker.events.types import BaseEvent
+
+logger = logging.getLogger(__name__)
+
+APPLICATION_ID = 0x54524B52  # "TRKR": marks a file as a Tracker log
+SCHEMA_VERSION = 1
+MAX_BATCH = 1024
+READ_PAGE = 2000
+
+_SCHEMA = f"""
+CREATE TABLE events (
+    position     INTEGER PRIMARY KEY,
+    stream       TEXT    NOT NULL,
+    version      INTEGER NOT NULL,
+    type         TEXT    NOT NULL,
+    schema       INTEGER NOT NULL,
+    data         BLOB    NOT NULL,
+    actor        TEXT    NOT NULL,
+    recorded_at  TEXT    NOT NULL,
+    hash         TEXT    NOT NULL,
+    UNIQUE (stream, version)
+);
+CREATE TABLE snapshots (
+    name      TEXT PRIMARY KEY,
+    position  INTEGER NOT NULL,
+    hash      TEXT    NOT NULL,
+    format    INTEGER NOT NULL,
+    data      BLOB    NOT NULL
+);
+PRAGMA application_id = {APPLICATION_ID};
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+
+_COLUMNS = "position, stream, version, type, schema, data, actor, recorded_at, hash"
+_INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+class _Pending:
+    """One `append_all` call waiting for the writer."""
+
+    __slots__ = ("actor", "appends", "done", "error", "result")
+
+    def __init__(self, appends: Sequence[Append], actor: str) -> None:
+        self.appends = appends
+        self.actor = actor
+        self.done = anyio.Event()
+        self.result: list[Recorded] = []
+        self.error: Exception | None = None
+
+
+class SQLiteStore:
+    """The `EventStore` on one SQLite file. Open it with `SQLiteStore.open(path)`."""
+
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        clock: Clock,
+    ) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._clock = clock
+        self._head = 0
+        self._last_hash = GENESIS_HASH
+        self._versions: dict[str, int] = {}
+        self._listeners: list[CommitListener] = []
+        self._send: MemoryObjectSendStream[_Pending]
+        self._receive: MemoryObjectReceiveStream[_Pending]
+        self._send, self._receive = anyio.create_memory_object_stream[_Pending](MAX_BATCH * 8)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, path: str | Path, clock: Clock = system_clock, *, create: bool = True
+    ) -> AsyncIterator[SQLiteStore]:
+        """Open (and create, if new) the log at `path`, run its writer, close it on exit."""
+        path = Path(path)
+        if not create and not path.exists():
+            raise CorruptLog(f"{path} does not exist")
+        writer = await _connect(path)
+        try:
+            await _prepare(writer, path)
+            reader = await _connect(path)
+        except BaseException:
+            await writer.close()
+            raise
+        store = cls(writer, reader, clock)
+        try:
+            await store._load_head()
+            # On leaving, the writer finishes what it was given, then stops.
+            async with background(store._run_writer, store._send.close):
+                yield store
+        finally:
+            await reader.close()
+            await writer.close()
+
+    @property
+    def head(self) -> int:
+        return self._head
+
+    @property
+    def last_hash(self) -> str:
+        """The hash of the last committed event: the tip of the chain."""
+        return self._last_hash
+
+    def add_listener(self, listener: CommitListener) -> None:
+        self._listeners.append(listener)
+
+    async def append(
+        self, stream: str, expected_version: int | None, events: Sequence[BaseEvent], actor: str
+    ) -> list[Recorded]:
+        return await self.append_all([Append(stream, expected_version, events)], actor)
+
+    async def append_all(self, appends: Sequence[Append], actor: str) -> list[Recorded]:
+        pending = _Pending(appends, actor)
+        try:
+            await self._send.send(pending)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise StorageError("the event store is closed") from None
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
+
+    async def read_all(
+        self, after: int = 0, until: int | None = None, streams: Sequence[str] | None = None
+    ) -> AsyncIterator[Recorded]:
+        last = after
+        limit = until if until is not None else -1
+        where = "position > ? AND (? < 0 OR position <= ?)"
+        params: list[Any] = []
+        if streams is not None:
+            if not streams:
+                return
+            where += f" AND stream IN ({','.join('?' * len(streams))})"
+            params = list(streams)
+        query = f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT {READ_PAGE}"
+        while True:
+            rows = await self._read(query, (last, limit, limit, *params))
+            for row in rows:
+                yield _record(row)
+            if len(rows) < READ_PAGE:
+                return
+            last = rows[-1][0]
+
+    async def read_stream(self, stream: str) -> list[Recorded]:
+        rows = await self._read(
+            f"SELECT {_COLUMNS} FROM events WHERE stream = ? ORDER BY version", (stream,)
+        )
+        return [_record(row) for row in rows]
+
+    async def event_at(self, position: int) -> Recorded | None:
+        rows = await self._read(f"SELECT {_COLUMNS} FROM events WHERE position = ?", (position,))
+        return _record(rows[0]) if rows else None
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        try:
+            await self._reader.execute(
+                "INSERT OR REPLACE INTO snapshots (name, position, hash, format, data)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (snapshot.name, snapshot.position, snapshot.hash, snapshot.format, snapshot.data),
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot save the snapshot: {exc}") from exc
+
+    async def load_snapshot(self, name: str) -> Snapshot | None:
+        rows = await self._read(
+            "SELECT name, position, hash, format, data FROM snapshots WHERE name = ?", (name,)
+        )
+        return Snapshot(*rows[0]) if rows else None
+
+    async def delete_snapshots(self) -> None:
+        """Forget every snapshot (they are caches: the next start rebuilds them)."""
+        try:
+            await self._reader.execute("DELETE FROM snapshots")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot delete snapshots: {exc}") from exc
+
+    async def import_log(self, chunks: AsyncIterable[Sequence[Recorded]]) -> int:
+        """Restore already-verified events into this empty log, all in one transaction.
+
+        If `chunks` raises, nothing is written. Returns how many events were restored.
+        """
+        if self._head != 0:
+            raise CorruptLog("the database is not empty: import restores into an empty one only")
+        count = 0
+        last: Recorded | None = None
+        await self._writer.execute("BEGIN IMMEDIATE")
+        try:
+            async for chunk in chunks:
+                await self._writer.executemany(_INSERT, [_row(record) for record in chunk])
+                count += len(chunk)
+                last = chunk[-1] if chunk else last
+            await self._writer.execute("COMMIT")
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await _rollback(self._writer)
+            raise
+        if last is not None:
+            self._head, self._last_hash = last.position, last.hash
+            self._versions.clear()
+        return count
+
+    # The writer
+
+    async def _run_writer(self) -> None:
+        async with self._receive:
+            while True:
+                try:
+                    batch = [await self._receive.receive()]
+                except anyio.EndOfStream:
+                    return
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                with anyio.CancelScope(shield=True):
+                    await self._commit(batch)
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            await self._load_versions(batch)
+            accepted, rows, records = self._decide(batch)
+            if rows:
+                try:
+                    await self._write_rows(rows)
+                except sqlite3.IntegrityError:
+                    # Someone else wrote to the file: learn the new head and try once more.
+                    await self._load_head()
+                    self._versions.clear()
+                    await self._load_versions(batch)
+                    accepted, rows, records = self._decide(batch)
+                    await self._write_rows(rows)
+        except sqlite3.Error as exc:
+            error = StorageError(f"the event log cannot be written: {exc}")
+            for pending in batch:
+                if pending.error is None:
+                    pending.error = error
+                pending.done.set()
+            return
+        if records:
+            last = records[-1]
+            self._head = last.position
+            self._last_hash = last.hash
+            for record in records:
+                self._versions[record.stream] = record.version
+            for listener in self._listeners:
+                try:
+                    listener(records)
+                except Exception:
+                    logger.exception("a commit listener failed")
+        for pending in batch:
+            if pending in accepted:
+                pending.result = accepted[pending]
+            pending.done.set()
+
+    def _decide(
+        self, batch: list[_Pending]
+    ) -> tuple[dict[_Pending, list[Recorded]], list[tuple[Any, ...]], list[Recorded]]:
+        """Check every append against the stream heads; build the rows of those accepted."""
+        versions: dict[str, int] = {}
+        position = self._head
+        previous = self._last_hash
+        recorded_at = format_timestamp(self._clock())
+        accepted: dict[_Pending, list[Recorded]] = {}
+        all_records: list[Recorded] = []
+        for pending in batch:
+            pending.error = None
+            conflict = self._first_conflict(pending.appends, versions)
+            if conflict is not None:
+                pending.error = conflict
+                continue
+            records: list[Recorded] = []
+            for append in pending.appends:
+                version = versions.get(append.stream, self._versions.get(append.stream, 0))
+                for event in append.events:
+                    position += 1
+                    version += 1
+                    data = codec.encode(event)
+                    type_ = type(event).__name__
+                    digest = chain_hash(
+                        previous,
+                        canonical_bytes(
+                            position,
+                            append.stream,
+                            version,
+                            type_,
+                            event.schema,
+                            data,
+                            pending.actor,
+                            recorded_at,
+                        ),
+                    )
+                    records.append(
+                        Recorded(
+                            position,
+                            append.stream,
+                            version,
+                            type_,
+                            event.schema,
+                            msgspec.Raw(data),
+                            pending.actor,
+                            recorded_at,
+                            digest,
+                        )
+                    )
+                    previous = digest
+                versions[append.stream] = version
+            accepted[pending] = records
+            all_records.extend(records)
+        return accepted, [_row(record) for record in all_records], all_records
+
+    def _first_conflict(
+        self, appends: Sequence[Append], batch_versions: dict[str, int]
+    ) -> VersionConflict | None:
+        for append in appends:
+            if append.expected_version is None:
+                continue
+            actual = batch_versions.get(append.stream, self._versions.get(append.stream, 0))
+            if actual != append.expected_version:
+                return VersionConflict(append.stream, append.expected_version, actual)
+        return None
+
+    async def _write_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        await self._writer.execute("BEGIN IMMEDIATE")
+        try:
+            await self._writer.executemany(_INSERT, rows)
+            await self._writer.execute("COMMIT")
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await _rollback(self._writer)
+            raise
+
+    async def _load_versions(self, batch: list[_Pending]) -> None:
+        """Learn the head version of every stream the batch touches that is not cached yet."""
+        unknown = {
+            append.stream
+            for pending in batch
+            for append in pending.appends
+            if append.stream not in self._versions
+        }
+        if not unknown:
+            return
+        names = list(unknown)
+        for start in range(0, len(names), 500):
+            chunk = names[start : start + 500]
+            async with self._writer.execute(
+                "SELECT stream, MAX(version) FROM events"
+                f" WHERE stream IN ({','.join('?' * len(chunk))}) GROUP BY stream",
+                chunk,
+            ) as cursor:
+                found: dict[str, int] = {row[0]: row[1] for row in await cursor.fetchall()}
+            for stream in chunk:
+                self._versions[stream] = int(found.get(stream, 0))
+
+    async def _load_head(self) -> None:
+        async with self._writer.execute(
+            "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
+        ) as cursor:
+            row = await cursor.fetchone()
+        self._head, self._last_hash = (row[0], row[1]) if row else (0, GENESIS_HASH)
+
+    async def _read(self, query: str, params: Sequence[Any]) -> list[Any]:
+        try:
+            async with self._reader.execute(query, params) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.Error as exc:
+            raise StorageError(f"the event log cannot be read: {exc}") from exc
+
+
+def _record(row: Any) -> Recorded:
+    return Recorded(
+        row[0], row[1], row[2], row[3], row[4], msgspec.Raw(row[5]), row[6], row[7], row[8]
+    )
+
+
+def _row(record: Recorded) -> tuple[Any, ...]:
+    return (
+        record.position,
+        record.stream,
+        record.version,
+        record.type,
+        record.schema,
+        bytes(record.data),
+        record.actor,
+        record.recorded_at,
+        record.hash,
+    )
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    try:
+        connection = await aiosqlite.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open {path}: {exc}") from exc
+    await connection.execute("PRAGMA busy_timeout = 5000")
+    return connection
+
+
+async def _prepare(connection: aiosqlite.Connection, path: Path) -> None:
+    """Create the schema in a new file; refuse a file that is not a Tracker log we can read."""
+    try:
+        application_id = await _pragma(connection, "application_id")
+        user_version = await _pragma(connection, "user_version")
+        async with connection.execute("SELECT count(*) FROM sqlite_master") as cursor:
+            row = await cursor.fetchone()
+        tables = row[0] if row else 0
+    except sqlite3.DatabaseError as exc:
+        raise CorruptLog(f"{path} is not an SQLite database: {exc}") from exc
+    if application_id == 0 and tables == 0:
+        await connection.executescript(_SCHEMA)
+    elif application_id != APPLICATION_ID:
+        raise CorruptLog(f"{path} is not a Tracker log (it holds another application's data)")
+    elif user_version > SCHEMA_VERSION:
+        raise CorruptLog(
+            f"{path} was written by a newer Tracker (schema {user_version}); "
+            f"this version reads schema {SCHEMA_VERSION} and older"
+        )
+    await connection.execute("PRAGMA journal_mode = WAL")
+    await connection.execute("PRAGMA synchronous = FULL")
+
+
+async def _pragma(connection: aiosqlite.Connection, name: str) -> int:
+    async with connection.execute(f"PRAGMA {name}") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _rollback(connection: aiosqlite.Connection) -> None:
+    try:
+        await connection.execute("ROLLBACK")
+    except sqlite3.Error:
+        logger.warning("rollback failed", exc_info=True)

@@ -1,0 +1,84 @@
+"""What every event store offers: the small protocol the rest of Tracker is written against.
+
+SQLite is the embedded store today; a server database is another implementation
+of the same protocol, not a rewrite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Protocol
+
+import msgspec
+
+from tracker.events.records import Recorded
+from tracker.events.types import BaseEvent
+
+CommitListener = Callable[[Sequence[Recorded]], None]
+"""Called with every committed batch, in position order, before its appenders resume."""
+
+
+class Append(msgspec.Struct, frozen=True):
+    """Events for one stream, to be written only if the stream is at `expected_version`.
+
+    `expected_version` 0 means the stream must be new; None skips the check.
+    """
+
+    stream: str
+    expected_version: int | None
+    events: Sequence[BaseEvent]
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    """A cached projection state, valid only for the log whose event `position` has `hash`."""
+
+    name: str
+    position: int
+    hash: str
+    format: int
+    data: bytes
+
+
+class EventStore(Protocol):
+    """An append-only log of events with a gap-free global position."""
+
+    @property
+    def head(self) -> int:
+        """The position of the last committed event (0 for an empty log)."""
+        ...
+
+    def add_listener(self, listener: CommitListener) -> None:
+        """Call `listener` with every batch committed from now on."""
+        ...
+
+    async def append(
+        self, stream: str, expected_version: int | None, events: Sequence[BaseEvent], actor: str
+    ) -> list[Recorded]:
+        """Append to one stream atomically; `VersionConflict` if it moved on."""
+        ...
+
+    async def append_all(self, appends: Sequence[Append], actor: str) -> list[Recorded]:
+        """Append to several streams in one transaction: all are written, or none."""
+        ...
+
+    def read_all(
+        self, after: int = 0, until: int | None = None, streams: Sequence[str] | None = None
+    ) -> AsyncIterator[Recorded]:
+        """Every event after `after` (up to `until`), in order, in constant memory."""
+        ...
+
+    async def read_stream(self, stream: str) -> list[Recorded]:
+        """One stream's events, in version order."""
+        ...
+
+    async def event_at(self, position: int) -> Recorded | None:
+        """The event at `position`, if there is one."""
+        ...
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Keep `snapshot`, replacing any earlier one of the same name."""
+        ...
+
+    async def load_snapshot(self, name: str) -> Snapshot | None:
+        """The snapshot saved under `name`, if any."""
+        ...

@@ -1,0 +1,59 @@
+"""The facts Tracker records: one frozen, tagged msgspec Struct per event type.
+
+An event's `type` tag is its name in the log. Its data is everything the
+projections need to rebuild state; the envelope (stream, version, actor, time)
+lives in `tracker.events.records.Recorded`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+
+
+class BaseEvent(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
+    """Base of every event. `schema` is bumped whenever a type's fields change."""
+
+    schema: ClassVar[int] = 1
+
+
+# Identity
+
+
+class GuestStarted(BaseEvent, frozen=True, tag=True):
+    """A visitor began working as a guest; the guest's id is the principal id."""
+
+    principal_id: str
+
+
+# Tasks
+
+
+class TaskCreated(BaseEvent, frozen=True, tag=True):
+    """A task was created by its owner."""
+
+    task_id: str
+    owner: str
+    title: str
+    notes: str = ""
+
+
+class TaskUpdated(BaseEvent, frozen=True, tag=True):
+    """Some of a task's fields changed; fields that did not change are absent."""
+
+    title: str | msgspec.UnsetType = msgspec.UNSET
+    notes: str | msgspec.UnsetType = msgspec.UNSET
+    done: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class TaskDeleted(BaseEvent, frozen=True, tag=True):
+    """A task was deleted. Its stream stays in the log; its history stays readable."""
+
+
+Event = GuestStarted | TaskCreated | TaskUpdated | TaskDeleted
+"""Every event type; the union the codec decodes."""
+
+EVENT_TYPES: dict[str, type[BaseEvent]] = {
+    cls.__name__: cls for cls in (GuestStarted, TaskCreated, TaskUpdated, TaskDeleted)
+}

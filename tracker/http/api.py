@@ -1,0 +1,183 @@
+"""The JSON API: each endpoint parses, asks the application, and encodes the answer."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from tracker.auth import Principal, Session
+from tracker.clock import format_timestamp
+from tracker.domain import CreateTask, UpdateTask
+from tracker.errors import BadRequest, NotFound, VersionConflict
+from tracker.events.records import Recorded
+from tracker.http.encoding import json_response, read_json
+from tracker.http.session import authenticate, check_same_origin, set_session_cookie
+from tracker.projections.board import Task, task_stream
+from tracker.service import Tracker
+
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class TaskList(msgspec.Struct):
+    """A principal's tasks, oldest first, and the log position they reflect."""
+
+    tasks: list[Task]
+    position: int
+
+
+class EventList(msgspec.Struct):
+    """Events of the log, in position order."""
+
+    events: list[Recorded]
+
+
+class AuthResult(msgspec.Struct):
+    """A session: who it is for and its bearer token."""
+
+    user: Principal
+    access_token: str
+    expires_at: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 (a scheme name, not a secret)
+
+
+class Health(msgspec.Struct):
+    """The server is up; `position` is the head of its log."""
+
+    status: str
+    position: int
+
+
+def tracker_of(request: Request) -> Tracker:
+    """The application the lifespan built for this app."""
+    tracker: Tracker = request.state.tracker
+    return tracker
+
+
+def cookie_secure(request: Request) -> bool:
+    """Whether cookies must be Secure whatever the scheme (TRACKER_COOKIE_SECURE)."""
+    return bool(request.state.cookie_secure)
+
+
+async def healthz(request: Request) -> Response:
+    return json_response(Health("ok", tracker_of(request).model.position))
+
+
+async def start_guest(request: Request) -> Response:
+    check_same_origin(request, required=False)
+    session = await tracker_of(request).start_guest()
+    return session_response(request, session, 201)
+
+
+async def me(request: Request) -> Response:
+    return json_response(authenticate(request, tracker_of(request)))
+
+
+async def list_tasks(request: Request) -> Response:
+    tracker = tracker_of(request)
+    principal = authenticate(request, tracker)
+    as_of = request.query_params.get("as_of")
+    if as_of is None:
+        return json_response(TaskList(tracker.tasks(principal), tracker.model.position))
+    position = _position(as_of)
+    return json_response(TaskList(await tracker.tasks_as_of(principal, position), position))
+
+
+async def create_task(request: Request) -> Response:
+    tracker = tracker_of(request)
+    principal = authenticate(request, tracker)
+    command = await read_json(request, CreateTask)
+    task = await tracker.create_task(principal, command)
+    return task_response(task, 201, location=f"/api/tasks/{task.id}")
+
+
+async def get_task(request: Request) -> Response:
+    tracker = tracker_of(request)
+    principal = authenticate(request, tracker)
+    return task_response(tracker.task(principal, _task_id(request)))
+
+
+async def update_task(request: Request) -> Response:
+    tracker = tracker_of(request)
+    principal = authenticate(request, tracker)
+    task_id = _task_id(request)
+    command = await read_json(request, UpdateTask)
+    task = await tracker.update_task(principal, task_id, command, _if_match(request, task_id))
+    return task_response(task)
+
+
+async def delete_task(request: Request) -> Response:
+    tracker = tracker_of(request)
+    principal = authenticate(request, tracker)
+    task_id = _task_id(request)
+    await tracker.delete_task(principal, task_id, _if_match(request, task_id))
+    return Response(status_code=204)
+
+
+async def task_history(request: Request) -> Response:
+    tracker = tracker_of(request)
+    principal = authenticate(request, tracker)
+    return json_response(EventList(await tracker.history(principal, _task_id(request))))
+
+
+def task_response(task: Task, status: int = 200, location: str | None = None) -> Response:
+    """A task, with its version as the ETag."""
+    headers = {"ETag": f'"{task.version}"'}
+    if location is not None:
+        headers["Location"] = location
+    return json_response(task, status, headers)
+
+
+def session_response(request: Request, session: Session, status: int) -> Response:
+    """An `AuthResult`, with the session cookie set."""
+    result = AuthResult(
+        user=session.principal,
+        access_token=session.token,
+        expires_at=format_timestamp(session.expires_at),
+    )
+    response = json_response(result, status, {"Cache-Control": "no-store"})
+    set_session_cookie(response, request, session, secure=cookie_secure(request))
+    return response
+
+
+def _task_id(request: Request) -> str:
+    task_id: str = request.path_params["task_id"]
+    if not _ID.fullmatch(task_id):
+        raise NotFound("no such task")
+    return task_id
+
+
+def _if_match(request: Request, task_id: str) -> int | None:
+    """The version `If-Match` demands, None without one; 412 if it can never match."""
+    header = request.headers.get("if-match")
+    if header is None or header.strip() == "*":
+        return None
+    value = header.strip()
+    if value.startswith('"') and value.endswith('"') and value[1:-1].isdigit():
+        return int(value[1:-1])
+    if value.isdigit():
+        return int(value)
+    raise VersionConflict(task_stream(task_id), -1, -1)
+
+
+def _position(text: str) -> int:
+    if not text.isdigit() or len(text) > 18:
+        raise BadRequest("as_of must be a non-negative whole number (a log position)")
+    return int(text)
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/api/auth/guest", start_guest, methods=["POST"]),
+    Route("/api/auth/me", me, methods=["GET"]),
+    Route("/api/tasks", list_tasks, methods=["GET"]),
+    Route("/api/tasks", create_task, methods=["POST"]),
+    Route("/api/tasks/{task_id}", get_task, methods=["GET"]),
+    Route("/api/tasks/{task_id}", update_task, methods=["PATCH"]),
+    Route("/api/tasks/{task_id}", delete_task, methods=["DELETE"]),
+    Route("/api/tasks/{task_id}/history", task_history, methods=["GET"]),
+]

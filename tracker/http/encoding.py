@@ -1,0 +1,77 @@
+"""JSON in and out: bodies read within the contract's limits, responses encoded by msgspec."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tracker.errors import BadRequest, TrackerError
+
+MAX_BODY = 64 * 1024
+"""Bodies over 64 KiB are refused (413) before they are read whole."""
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+
+
+class HTTPProblem(TrackerError):
+    """An error that only exists at the HTTP edge (media type, size)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def json_response(
+    content: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """`content` (Structs, lists, dicts) as a JSON response, encoded once."""
+    return Response(_encoder.encode(content), status, headers, "application/json")
+
+
+def encode_json(content: Any) -> bytes:
+    """`content` as compact JSON bytes."""
+    return _encoder.encode(content)
+
+
+_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+
+def _decoder(type_: type[T]) -> msgspec.json.Decoder[T]:
+    decoder = _decoders.get(type_)
+    if decoder is None:
+        decoder = _decoders[type_] = msgspec.json.Decoder(type_)
+    return decoder
+
+
+async def read_json(request: Request, type_: type[T]) -> T:
+    """The request's JSON body as `type_`: 415, 413, 400 or 422 when it cannot be."""
+    media_type, _, parameters = request.headers.get("content-type", "").partition(";")
+    charset = parameters.strip().lower().removeprefix("charset=").strip('"')
+    if media_type.strip().lower() != "application/json" or charset not in ("", "utf-8"):
+        raise HTTPProblem(415, "unsupported_media_type", "the body must be application/json")
+    too_large = HTTPProblem(413, "payload_too_large", f"the body must be at most {MAX_BODY} bytes")
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise BadRequest("invalid Content-Length")
+        if int(length) > MAX_BODY:
+            raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise too_large
+    try:
+        value: T = _decoder(type_).decode(body)
+        return value
+    except msgspec.ValidationError:
+        raise
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from exc

@@ -1,0 +1,83 @@
+"""Who is asking: credentials from a bearer header or the session cookie, and CSRF checks."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+
+from tracker.auth import Principal, Session
+from tracker.errors import AuthError, Forbidden
+from tracker.service import Tracker
+
+COOKIE_NAME = "tracker_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def authenticate(connection: HTTPConnection, tracker: Tracker) -> Principal:
+    """The principal behind the request's credentials; AuthError without valid ones.
+
+    A bearer header wins over the cookie. A state-changing request that relies
+    on the cookie must come from this site's own pages (see `check_same_origin`).
+    """
+    header = connection.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("the Authorization header must be 'Bearer <token>'")
+        return tracker.authenticate(token.strip())
+    cookie = connection.cookies.get(COOKIE_NAME)
+    if not cookie:
+        raise AuthError("sign in, or start a guest session, first")
+    method = connection.scope.get("method", "GET")
+    if method not in SAFE_METHODS:
+        check_same_origin(connection, required=True)
+    return tracker.authenticate(cookie)
+
+
+def check_same_origin(connection: HTTPConnection, *, required: bool) -> None:
+    """Refuse a request sent by another site's page (CSRF).
+
+    Browsers send `Origin` (or at least `Referer`) with every cross-site
+    state-changing request, and a page cannot forge them. When `required`, a
+    request with neither is refused too.
+    """
+    source = connection.headers.get("origin") or connection.headers.get("referer")
+    if source is None or source == "null":
+        if required:
+            raise Forbidden("cross-site request refused: no Origin or Referer header")
+        return
+    if urlsplit(source).netloc.lower() != own_host(connection):
+        raise Forbidden("cross-site request refused: Origin does not match this site")
+
+
+def own_host(connection: HTTPConnection) -> str:
+    """The host (and port) the client addressed."""
+    return connection.headers.get("host", "").lower()
+
+
+def set_session_cookie(
+    response: Response, connection: HTTPConnection, session: Session, *, secure: bool
+) -> None:
+    """Hand the browser its session: HttpOnly, SameSite=Lax, Path=/, with a Max-Age."""
+    response.set_cookie(
+        COOKIE_NAME,
+        session.token,
+        max_age=session.expires_at - session.issued_at,
+        path="/",
+        secure=secure or connection.url.scheme in ("https", "wss"),
+        httponly=True,
+        samesite="lax",
+    )
+
+
+def clear_session_cookie(response: Response, connection: HTTPConnection, *, secure: bool) -> None:
+    """Tell the browser to forget its session."""
+    response.delete_cookie(
+        COOKIE_NAME,
+        path="/",
+        secure=secure or connection.url.scheme in ("https", "wss"),
+        httponly=True,
+        samesite="lax",
+    )

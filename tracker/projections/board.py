@@ -1,0 +1,111 @@
+"""The board: every owner's live tasks, as the API shows them, kept current event by event."""
+
+from __future__ import annotations
+
+import msgspec
+
+from tracker.events.records import Recorded
+from tracker.events.types import TaskCreated, TaskDeleted, TaskUpdated
+
+TASK_STREAM_PREFIX = "task-"
+
+
+def task_stream(task_id: str) -> str:
+    """The stream that holds a task's events."""
+    return TASK_STREAM_PREFIX + task_id
+
+
+class Timer(msgspec.Struct, kw_only=True):
+    """A task's countdown (see the contract's Timer object)."""
+
+    state: str
+    duration_seconds: int
+    remaining_seconds: float
+    started_at: str
+    ends_at: str | None = None
+    finished_at: str | None = None
+
+
+class Task(msgspec.Struct, kw_only=True):
+    """A task as the API returns it. `version` is its stream's version."""
+
+    id: str
+    title: str
+    notes: str
+    done: bool
+    version: int
+    created_at: str
+    updated_at: str
+    tracked_seconds: float = 0.0
+    timer: Timer | None = None
+
+
+class TaskChange(msgspec.Struct, frozen=True):
+    """What one event did to a task: its owner, and the task now (None once deleted)."""
+
+    owner: str
+    task_id: str
+    task: Task | None
+
+
+class Board:
+    """Tasks per owner, in creation order, and who owns every task ever created."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, dict[str, Task]] = {}
+        """owner -> task id -> live task, oldest first."""
+        self.owners: dict[str, str] = {}
+        """task id -> owner, deleted tasks included (their history stays theirs)."""
+
+    def tasks_of(self, owner: str) -> list[Task]:
+        """The owner's live tasks, oldest first."""
+        return list(self.tasks.get(owner, {}).values())
+
+    def task(self, owner: str, task_id: str) -> Task | None:
+        """The owner's task, or None if it does not exist or belongs to someone else."""
+        owned = self.tasks.get(owner)
+        return owned.get(task_id) if owned is not None else None
+
+    def owns_stream(self, owner: str, task_id: str) -> bool:
+        """Whether the task, live or deleted, is the owner's."""
+        return self.owners.get(task_id) == owner
+
+    def streams_of(self, owner: str) -> list[str]:
+        """Every task stream the owner ever had, deleted tasks included."""
+        return [task_stream(task_id) for task_id, who in self.owners.items() if who == owner]
+
+    def apply(
+        self, recorded: Recorded, event: TaskCreated | TaskUpdated | TaskDeleted
+    ) -> TaskChange:
+        """Apply one task event; say what it did."""
+        if isinstance(event, TaskCreated):
+            task = Task(
+                id=event.task_id,
+                title=event.title,
+                notes=event.notes,
+                done=False,
+                version=recorded.version,
+                created_at=recorded.recorded_at,
+                updated_at=recorded.recorded_at,
+            )
+            self.owners[event.task_id] = event.owner
+            self.tasks.setdefault(event.owner, {})[event.task_id] = task
+            return TaskChange(event.owner, event.task_id, task)
+        task_id = recorded.stream.removeprefix(TASK_STREAM_PREFIX)
+        owner = self.owners[task_id]
+        owned = self.tasks[owner]
+        if isinstance(event, TaskDeleted):
+            del owned[task_id]
+            if not owned:
+                del self.tasks[owner]
+            return TaskChange(owner, task_id, None)
+        task = owned[task_id]
+        if event.title is not msgspec.UNSET:
+            task.title = event.title
+        if event.notes is not msgspec.UNSET:
+            task.notes = event.notes
+        if event.done is not msgspec.UNSET:
+            task.done = event.done
+        task.version = recorded.version
+        task.updated_at = recorded.recorded_at
+        return TaskChange(owner, task_id, task)

@@ -1,0 +1,178 @@
+"""The read model: every projection, fed from the log in position order, and its snapshots.
+
+It is rebuilt at startup (from the newest valid snapshot, then caught up from
+the log) and kept current by the store's commit listener, so every read is an
+in-memory lookup and a client always reads its own writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+
+import msgspec
+
+from tracker.errors import CorruptLog
+from tracker.events import codec
+from tracker.events.records import Recorded
+from tracker.events.store import EventStore, Snapshot
+from tracker.events.types import GuestStarted, TaskCreated, TaskDeleted, TaskUpdated
+from tracker.projections.board import Board, Task, TaskChange
+from tracker.projections.identity import Identities
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_NAME = "read-model"
+SNAPSHOT_FORMAT = 1
+"""Bump whenever a projection changes what it derives: older snapshots are then rebuilt."""
+
+
+ChangeListener = Callable[[Sequence[TaskChange]], None]
+
+
+class _State(msgspec.Struct, array_like=True):
+    position: int
+    tasks: list[tuple[str, Task]]
+    owners: dict[str, str]
+    kinds: dict[str, str]
+
+
+class ReadModel:
+    """The board and the identities, as of `position`."""
+
+    def __init__(self) -> None:
+        self.board = Board()
+        self.identities = Identities()
+        self.position = 0
+        self._listeners: list[ChangeListener] = []
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call `listener` with the task changes of every batch applied from now on."""
+        self._listeners.append(listener)
+
+    def on_commit(self, records: Sequence[Recorded]) -> None:
+        """The store's commit listener: apply every committed batch at once."""
+        self.apply_all(records)
+
+    def apply_all(self, records: Iterable[Recorded]) -> list[TaskChange]:
+        """Apply committed events in position order; tell listeners what changed."""
+        changes: list[TaskChange] = []
+        for recorded in records:
+            change = self.apply(recorded)
+            if change is not None:
+                changes.append(change)
+        if changes:
+            for listener in self._listeners:
+                listener(changes)
+        return changes
+
+    def apply(self, recorded: Recorded) -> TaskChange | None:
+        """Apply one event; it must be the one right after `position`."""
+        if recorded.position != self.position + 1:
+            raise CorruptLog(
+                f"event {recorded.position} applied after {self.position}: the log has a gap"
+            )
+        event = codec.decode(recorded)
+        self.position = recorded.position
+        match event:
+            case TaskCreated() | TaskUpdated() | TaskDeleted():
+                return self.board.apply(recorded, event)
+            case GuestStarted():
+                self.identities.apply(event)
+        return None
+
+    async def catch_up(self, store: EventStore, until: int | None = None) -> int:
+        """Apply every event after `position` (up to `until`); return how many."""
+        count = 0
+        async for recorded in store.read_all(after=self.position, until=until):
+            self.apply(recorded)
+            count += 1
+        return count
+
+    # Snapshots
+
+    def dump(self) -> bytes:
+        """The model's whole state as bytes (deterministic for a given log)."""
+        state = _State(
+            position=self.position,
+            tasks=[
+                (owner, task)
+                for owner, owned in self.board.tasks.items()
+                for task in owned.values()
+            ],
+            owners=self.board.owners,
+            kinds=self.identities.kinds,
+        )
+        return msgspec.msgpack.encode(state)
+
+    @classmethod
+    def load(cls, data: bytes) -> ReadModel:
+        """A model from `dump()` bytes."""
+        state = msgspec.msgpack.decode(data, type=_State)
+        model = cls()
+        model.position = state.position
+        for owner, task in state.tasks:
+            model.board.tasks.setdefault(owner, {})[task.id] = task
+        model.board.owners = state.owners
+        model.identities.kinds = state.kinds
+        return model
+
+    async def save_snapshot(self, store: EventStore) -> Snapshot | None:
+        """Save the current state as the snapshot (nothing for an empty log)."""
+        position, data = self.position, self.dump()  # taken together, before any await
+        if position == 0:
+            return None
+        event = await store.event_at(position)
+        if event is None:
+            raise CorruptLog(f"the log has no event at {position}")
+        snapshot = Snapshot(SNAPSHOT_NAME, position, event.hash, SNAPSHOT_FORMAT, data)
+        await store.save_snapshot(snapshot)
+        return snapshot
+
+    @classmethod
+    async def from_snapshot(cls, store: EventStore) -> ReadModel:
+        """The newest valid snapshot, or an empty model if none can be trusted."""
+        snapshot = await store.load_snapshot(SNAPSHOT_NAME)
+        if snapshot is None:
+            return cls()
+        reason = await snapshot_problem(store, snapshot)
+        if reason is None:
+            try:
+                model = cls.load(snapshot.data)
+            except msgspec.DecodeError as exc:
+                reason = f"it cannot be read ({exc})"
+            else:
+                if model.position == snapshot.position:
+                    return model
+                reason = f"its state is at {model.position}, not {snapshot.position}"
+        logger.warning("ignoring the snapshot: %s; rebuilding from the log", reason)
+        return cls()
+
+    @classmethod
+    async def build(cls, store: EventStore, until: int | None = None) -> ReadModel:
+        """The model from the snapshot (when valid and not past `until`) and the log."""
+        model = cls() if until is not None else await cls.from_snapshot(store)
+        await model.catch_up(store, until)
+        return model
+
+
+async def snapshot_problem(store: EventStore, snapshot: Snapshot) -> str | None:
+    """Why `snapshot` was not taken of this log by this version, or None if it was."""
+    if snapshot.format != SNAPSHOT_FORMAT:
+        return f"it has format {snapshot.format}, not {SNAPSHOT_FORMAT}"
+    event = await store.event_at(snapshot.position)
+    if event is None:
+        return f"it is at position {snapshot.position}, past the end of the log"
+    if event.hash != snapshot.hash:
+        return f"the log's event {snapshot.position} is not the one it was taken at"
+    return None
+
+
+async def replay_board(records: AsyncIterable[Recorded]) -> Board:
+    """A board built from some streams' events alone (say, one owner's, up to a position)."""
+    board = Board()
+    async for recorded in records:
+        event = codec.decode(recorded)
+        if isinstance(event, TaskCreated | TaskUpdated | TaskDeleted):
+            board.apply(recorded, event)
+    return board

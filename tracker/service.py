@@ -1,0 +1,149 @@
+"""The application: carries out commands (read state, decide, append) and answers queries.
+
+It knows the store, the read model and the domain, and nothing of HTTP. Reads
+come from the in-memory read model, which the store's commit listener has
+already brought up to date by the time an append returns.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+
+from tracker.auth import Claims, Principal, Session, TokenService
+from tracker.clock import Clock
+from tracker.domain import CreateTask, UpdateTask, create_task, delete_task, update_task
+from tracker.errors import AuthError, BadRequest, NotFound, VersionConflict
+from tracker.events.records import Recorded
+from tracker.events.store import EventStore
+from tracker.events.types import BaseEvent, GuestStarted
+from tracker.projections.board import Task, task_stream
+from tracker.projections.identity import principal_stream
+from tracker.projections.model import ReadModel, replay_board
+
+MAX_ATTEMPTS = 1000
+"""How often a write without `If-Match` is decided again after losing a race."""
+
+
+def new_id() -> str:
+    """A random, URL-safe id of 16 characters."""
+    return secrets.token_urlsafe(12)
+
+
+class Tracker:
+    """Every use case of the product, over one store and one read model."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        model: ReadModel,
+        tokens: TokenService,
+        clock: Clock,
+        make_id: Callable[[], str] = new_id,
+    ) -> None:
+        self.store = store
+        self.model = model
+        self.tokens = tokens
+        self.clock = clock
+        self._make_id = make_id
+
+    # Identity
+
+    async def start_guest(self) -> Session:
+        """A new guest, recorded in the log, with a token."""
+        principal = Principal(id=self._make_id(), kind="guest")
+        await self.store.append(
+            principal_stream(principal.id), 0, [GuestStarted(principal_id=principal.id)], "system"
+        )
+        return self.tokens.issue(principal)
+
+    def authenticate(self, token: str) -> Principal:
+        """The principal a token speaks for; AuthError if it is not valid now."""
+        return self.principal_of(self.tokens.verify(token))
+
+    def principal_of(self, claims: Claims) -> Principal:
+        """The principal named by verified claims, if the log knows it as that kind."""
+        if self.model.identities.kind_of(claims.sub) != claims.kind:
+            raise AuthError("unknown principal")
+        return Principal(id=claims.sub, kind=claims.kind)
+
+    # Tasks: queries
+
+    def tasks(self, principal: Principal) -> list[Task]:
+        """The principal's live tasks, oldest first."""
+        return self.model.board.tasks_of(principal.id)
+
+    def task(self, principal: Principal, task_id: str) -> Task:
+        """One of the principal's tasks; NotFound for anyone else's."""
+        task = self.model.board.task(principal.id, task_id)
+        if task is None:
+            raise NotFound("no such task")
+        return task
+
+    async def history(self, principal: Principal, task_id: str) -> list[Recorded]:
+        """Every event of one of the principal's tasks, deleted or not."""
+        if not self.model.board.owns_stream(principal.id, task_id):
+            raise NotFound("no such task")
+        return await self.store.read_stream(task_stream(task_id))
+
+    async def tasks_as_of(self, principal: Principal, position: int) -> list[Task]:
+        """The principal's tasks as they stood right after event `position`."""
+        if not 0 <= position <= self.model.position:
+            raise BadRequest(f"as_of must be a position from 0 to {self.model.position}")
+        streams = self.model.board.streams_of(principal.id)
+        past = await replay_board(self.store.read_all(until=position, streams=streams))
+        return past.tasks_of(principal.id)
+
+    # Tasks: commands
+
+    async def create_task(self, principal: Principal, command: CreateTask) -> Task:
+        """Create a task owned by the principal."""
+        task_id = self._make_id()
+        events = create_task(task_id, principal.id, command)
+        await self.store.append(task_stream(task_id), 0, events, principal.id)
+        return self.task(principal, task_id)
+
+    async def update_task(
+        self, principal: Principal, task_id: str, command: UpdateTask, if_match: int | None
+    ) -> Task:
+        """Change a task; with `if_match`, only if it is still at that version."""
+        await self._write(
+            principal,
+            task_id,
+            lambda task: update_task(task, command, if_match),
+            retry=if_match is None,
+        )
+        return self.task(principal, task_id)
+
+    async def delete_task(self, principal: Principal, task_id: str, if_match: int | None) -> None:
+        """Delete a task; with `if_match`, only if it is still at that version."""
+        await self._write(
+            principal,
+            task_id,
+            lambda task: delete_task(task, if_match),
+            retry=if_match is None,
+        )
+
+    async def _write(
+        self,
+        principal: Principal,
+        task_id: str,
+        decide: Callable[[Task | None], Sequence[BaseEvent]],
+        *,
+        retry: bool,
+    ) -> None:
+        """Decide on the current state and append; decide again if another write won the race."""
+        for _ in range(MAX_ATTEMPTS):
+            task = self.model.board.task(principal.id, task_id)
+            events = decide(task)
+            if not events:
+                return
+            assert task is not None  # decisions refuse a missing task
+            try:
+                await self.store.append(task_stream(task_id), task.version, events, principal.id)
+            except VersionConflict:
+                if not retry:
+                    raise
+                continue
+            return
+        raise VersionConflict(task_stream(task_id), -1, -1)

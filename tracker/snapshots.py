@@ -1,0 +1,52 @@
+"""Keeping the read model's snapshot fresh, so a restart replays only the log's tail."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import anyio
+
+from tracker.errors import TrackerError
+from tracker.events.records import Recorded
+from tracker.events.store import EventStore
+from tracker.projections.model import ReadModel
+
+logger = logging.getLogger(__name__)
+
+
+class SnapshotKeeper:
+    """Saves a snapshot every `every` events (0: only at shutdown), off the write path."""
+
+    def __init__(self, store: EventStore, model: ReadModel, *, every: int) -> None:
+        self._store = store
+        self._model = model
+        self._every = every
+        self._saved_at = model.position
+        self._due = anyio.Event()
+        if every:
+            store.add_listener(self._on_commit)
+
+    def _on_commit(self, records: Sequence[Recorded]) -> None:
+        if self._model.position - self._saved_at >= self._every:
+            self._due.set()
+
+    async def run(self) -> None:
+        """Wait until a snapshot is due, save it, repeat (until cancelled)."""
+        while True:
+            await self._due.wait()
+            self._due = anyio.Event()
+            await self.save()
+
+    async def save(self) -> None:
+        """Save a snapshot now if the model moved since the last one; failures only log."""
+        if self._model.position == self._saved_at:
+            return
+        try:
+            snapshot = await self._model.save_snapshot(self._store)
+        except TrackerError as exc:
+            logger.warning("could not save a snapshot: %s", exc)
+            return
+        if snapshot is not None:
+            self._saved_at = snapshot.position
+            logger.info("snapshot saved at position %d", snapshot.position)
