@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 
 
 @asynccontextmanager
 async def background(
-    task: Callable[[], Awaitable[None]], stop: Callable[[], None]
+    task: Callable[[], Coroutine[Any, Any, None]], stop: Callable[[], None]
 ) -> AsyncIterator[None]:
     """Run `task` while the block runs; on leaving, call `stop` and wait for `task` to end.
 

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, BinaryIO, TextIO, TypeVar
 
 import anyio
 import msgspec
@@ -294,6 +294,11 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
     return _run(run)
 
 
+def _remove_database(db: Path) -> None:
+    for suffix in ("", "-wal", "-shm", ".secret"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
+
+
 def _write_lines(sink: Any, lines: list[bytes]) -> None:
     sink.write(b"".join(line + b"\n" for line in lines))
 
@@ -312,17 +317,27 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
         path = Path(args.file)
         if source is None and not await anyio.to_thread.run_sync(path.is_file):
             raise ConfigError(f"{args.file} is not a file")
-        async with SQLiteStore.open(settings.db) as store:
-            if store.head != 0:
-                raise CorruptLog(f"{settings.db} is not empty: import restores into a new database")
-            stream = (
-                source if source is not None else await anyio.to_thread.run_sync(path.open, "rb")
-            )
-            try:
-                count = await store.import_log(_verified_chunks(stream))
-            finally:
-                if source is None:
-                    stream.close()
+        created = not await anyio.to_thread.run_sync(settings.db.exists)
+        try:
+            async with SQLiteStore.open(settings.db) as store:
+                if store.head != 0:
+                    raise CorruptLog(
+                        f"{settings.db} is not empty: import restores into a new database"
+                    )
+                stream: BinaryIO = (
+                    source
+                    if source is not None
+                    else await anyio.to_thread.run_sync(path.open, "rb")
+                )
+                try:
+                    count = await store.import_log(_verified_chunks(stream))
+                finally:
+                    if stream is not source:
+                        stream.close()
+        except BaseException:
+            if created:  # leave nothing behind: not even an empty log
+                await anyio.to_thread.run_sync(_remove_database, settings.db)
+            raise
         print(f"imported {count} events into {settings.db}", file=sys.stderr)
         return 0
 
