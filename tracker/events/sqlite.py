@@ -13,6 +13,7 @@ log is gap-free and in commit order.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
@@ -23,7 +24,6 @@ from typing import Any
 import aiosqlite
 import anyio
 import msgspec
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from tracker.background import background
 from tracker.clock import Clock, format_timestamp, system_clock
@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x54524B52  # "TRKR": marks a file as a Tracker log
 SCHEMA_VERSION = 1
-MAX_BATCH = 1024
 READ_PAGE = 2000
 
 _SCHEMA = f"""
@@ -66,19 +65,41 @@ PRAGMA user_version = {SCHEMA_VERSION};
 
 _COLUMNS = "position, stream, version, type, schema, data, actor, recorded_at, hash"
 _INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROWS_PER_STATEMENT = 256
+"""Rows of one multi-row INSERT (9 parameters each, far below SQLite's limit)."""
+
+
+@functools.cache
+def _insert_rows(count: int) -> str:
+    return f"INSERT INTO events ({_COLUMNS}) VALUES " + ",".join(
+        ["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count
+    )
+
+
+def _flatten(rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+    return [value for row in rows for value in row]
 
 
 class _Pending:
     """One `append_all` call waiting for the writer."""
 
-    __slots__ = ("actor", "appends", "done", "error", "result")
+    __slots__ = ("actor", "appends", "error", "result")
 
     def __init__(self, appends: Sequence[Append], actor: str) -> None:
         self.appends = appends
         self.actor = actor
-        self.done = anyio.Event()
         self.result: list[Recorded] = []
         self.error: Exception | None = None
+
+
+class _Batch:
+    """The appends that will be committed together, and the event that says they were."""
+
+    __slots__ = ("done", "items")
+
+    def __init__(self) -> None:
+        self.items: list[_Pending] = []
+        self.done = anyio.Event()
 
 
 class SQLiteStore:
@@ -97,9 +118,9 @@ class SQLiteStore:
         self._last_hash = GENESIS_HASH
         self._versions: dict[str, int] = {}
         self._listeners: list[CommitListener] = []
-        self._send: MemoryObjectSendStream[_Pending]
-        self._receive: MemoryObjectReceiveStream[_Pending]
-        self._send, self._receive = anyio.create_memory_object_stream[_Pending](MAX_BATCH * 8)
+        self._open_batch = _Batch()
+        self._wake_writer = anyio.Event()
+        self._closing = False
 
     @classmethod
     @asynccontextmanager
@@ -121,7 +142,7 @@ class SQLiteStore:
         try:
             await store._load_head()
             # On leaving, the writer finishes what it was given, then stops.
-            async with background(store._run_writer, store._send.close):
+            async with background(store._run_writer, store._close):
                 yield store
         finally:
             await reader.close()
@@ -145,12 +166,13 @@ class SQLiteStore:
         return await self.append_all([Append(stream, expected_version, events)], actor)
 
     async def append_all(self, appends: Sequence[Append], actor: str) -> list[Recorded]:
+        if self._closing:
+            raise StorageError("the event store is closed")
         pending = _Pending(appends, actor)
-        try:
-            await self._send.send(pending)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            raise StorageError("the event store is closed") from None
-        await pending.done.wait()
+        batch = self._open_batch
+        batch.items.append(pending)
+        self._wake_writer.set()
+        await batch.done.wait()
         if pending.error is not None:
             raise pending.error
         return pending.result
@@ -236,25 +258,28 @@ class SQLiteStore:
 
     # The writer
 
+    def _close(self) -> None:
+        self._closing = True
+        self._wake_writer.set()
+
     async def _run_writer(self) -> None:
-        async with self._receive:
-            while True:
-                try:
-                    batch = [await self._receive.receive()]
-                except anyio.EndOfStream:
-                    return
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
+        """Commit whatever has queued up since the last commit, as one batch; repeat."""
+        while True:
+            await self._wake_writer.wait()
+            self._wake_writer = anyio.Event()
+            batch, self._open_batch = self._open_batch, _Batch()
+            if batch.items:
                 with anyio.CancelScope(shield=True):
-                    await self._commit(batch)
+                    await self._commit(batch.items)
+                batch.done.set()
+            elif self._closing:
+                return
 
     async def _commit(self, batch: list[_Pending]) -> None:
+        """Write the batch's acceptable appends in one transaction; fill in every result."""
         try:
             await self._load_versions(batch)
-            accepted, rows, records = self._decide(batch)
+            rows, records = self._decide(batch)
             if rows:
                 try:
                     await self._write_rows(rows)
@@ -263,14 +288,12 @@ class SQLiteStore:
                     await self._load_head()
                     self._versions.clear()
                     await self._load_versions(batch)
-                    accepted, rows, records = self._decide(batch)
+                    rows, records = self._decide(batch)
                     await self._write_rows(rows)
         except sqlite3.Error as exc:
             error = StorageError(f"the event log cannot be written: {exc}")
             for pending in batch:
-                if pending.error is None:
-                    pending.error = error
-                pending.done.set()
+                pending.error = pending.error or error
             return
         if records:
             last = records[-1]
@@ -283,66 +306,47 @@ class SQLiteStore:
                     listener(records)
                 except Exception:
                     logger.exception("a commit listener failed")
-        for pending in batch:
-            if pending in accepted:
-                pending.result = accepted[pending]
-            pending.done.set()
 
-    def _decide(
-        self, batch: list[_Pending]
-    ) -> tuple[dict[_Pending, list[Recorded]], list[tuple[Any, ...]], list[Recorded]]:
-        """Check every append against the stream heads; build the rows of those accepted."""
+    def _decide(self, batch: list[_Pending]) -> tuple[list[tuple[Any, ...]], list[Recorded]]:
+        """Check every append against the stream heads; record those that are accepted.
+
+        Sets each pending append's `result` or `error`; returns the rows to write
+        and their records, in position order.
+        """
         versions: dict[str, int] = {}
         position = self._head
         previous = self._last_hash
         recorded_at = format_timestamp(self._clock())
-        accepted: dict[_Pending, list[Recorded]] = {}
-        all_records: list[Recorded] = []
+        rows: list[tuple[Any, ...]] = []
+        records: list[Recorded] = []
         for pending in batch:
-            pending.error = None
-            conflict = self._first_conflict(pending.appends, versions)
-            if conflict is not None:
-                pending.error = conflict
+            pending.error = self._first_conflict(pending.appends, versions)
+            pending.result = []
+            if pending.error is not None:
                 continue
-            records: list[Recorded] = []
+            actor = pending.actor
             for append in pending.appends:
-                version = versions.get(append.stream, self._versions.get(append.stream, 0))
+                stream = append.stream
+                version = versions.get(stream, self._versions.get(stream, 0))
                 for event in append.events:
                     position += 1
                     version += 1
                     data = codec.encode(event)
                     type_ = type(event).__name__
-                    digest = chain_hash(
+                    schema = event.schema
+                    previous = chain_hash(
                         previous,
                         canonical_bytes(
-                            position,
-                            append.stream,
-                            version,
-                            type_,
-                            event.schema,
-                            data,
-                            pending.actor,
-                            recorded_at,
+                            position, stream, version, type_, schema, data, actor, recorded_at
                         ),
                     )
-                    records.append(
-                        Recorded(
-                            position,
-                            append.stream,
-                            version,
-                            type_,
-                            event.schema,
-                            msgspec.Raw(data),
-                            pending.actor,
-                            recorded_at,
-                            digest,
-                        )
-                    )
-                    previous = digest
-                versions[append.stream] = version
-            accepted[pending] = records
-            all_records.extend(records)
-        return accepted, [_row(record) for record in all_records], all_records
+                    row = (position, stream, version, type_, schema, data, actor, recorded_at)
+                    rows.append((*row, previous))
+                    record = Recorded(*row[:5], msgspec.Raw(data), actor, recorded_at, previous)
+                    pending.result.append(record)
+                versions[stream] = version
+            records.extend(pending.result)
+        return rows, records
 
     def _first_conflict(
         self, appends: Sequence[Append], batch_versions: dict[str, int]
@@ -356,6 +360,15 @@ class SQLiteStore:
         return None
 
     async def _write_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert `rows` atomically and durably.
+
+        Up to `_ROWS_PER_STATEMENT` rows go in one multi-row INSERT: one statement
+        is one implicit transaction, so the whole batch costs a single call to
+        the database thread and a single fsync.
+        """
+        if len(rows) <= _ROWS_PER_STATEMENT:
+            await self._writer.execute(_insert_rows(len(rows)), _flatten(rows))
+            return
         await self._writer.execute("BEGIN IMMEDIATE")
         try:
             await self._writer.executemany(_INSERT, rows)
