@@ -15,7 +15,7 @@ from tracker.auth import TokenService, load_or_create_secret
 from tracker.clock import Clock, system_clock
 from tracker.config import Settings
 from tracker.events.sqlite import SQLiteStore
-from tracker.http.api import ROUTES
+from tracker.http import api, pages
 from tracker.http.errors import EXCEPTION_HANDLERS
 from tracker.http.headers import SecurityHeadersMiddleware
 from tracker.projections.model import ReadModel
@@ -55,7 +55,7 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Starlette:
                 await keeper.save()
 
     return Starlette(
-        routes=ROUTES,
+        routes=[*api.ROUTES, *pages.ROUTES],
         middleware=[Middleware(SecurityHeadersMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

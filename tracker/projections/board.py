@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from tracker.errors import CorruptLog
 from tracker.events.records import Recorded
 from tracker.events.types import TaskCreated, TaskDeleted, TaskUpdated
 
@@ -92,8 +93,10 @@ class Board:
             self.tasks.setdefault(event.owner, {})[event.task_id] = task
             return TaskChange(event.owner, event.task_id, task)
         task_id = recorded.stream.removeprefix(TASK_STREAM_PREFIX)
-        owner = self.owners[task_id]
-        owned = self.tasks[owner]
+        owner = self.owners.get(task_id)
+        owned = self.tasks.get(owner, {}) if owner is not None else {}
+        if task_id not in owned:
+            raise CorruptLog(f"event {recorded.position} changes task {task_id!r}, which is gone")
         if isinstance(event, TaskDeleted):
             del owned[task_id]
             if not owned:
