@@ -93,8 +93,8 @@ class Board:
             self.tasks.setdefault(event.owner, {})[event.task_id] = task
             return TaskChange(event.owner, event.task_id, task)
         task_id = recorded.stream.removeprefix(TASK_STREAM_PREFIX)
-        owner = self.owners.get(task_id)
-        owned = self.tasks.get(owner, {}) if owner is not None else {}
+        owner = self.owners.get(task_id, "")
+        owned = self.tasks.get(owner, {})
         if task_id not in owned:
             raise CorruptLog(f"event {recorded.position} changes task {task_id!r}, which is gone")
         if isinstance(event, TaskDeleted):
