@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import sqlite3
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x54524B52  # "TRKR": marks a file as a Tracker log
 SCHEMA_VERSION = 1
-READ_PAGE = 2000
+READ_PAGE = 5000
 
 _SCHEMA = f"""
 CREATE TABLE events (
@@ -180,20 +180,52 @@ class SQLiteStore:
     async def read_all(
         self, after: int = 0, until: int | None = None, streams: Sequence[str] | None = None
     ) -> AsyncIterator[Recorded]:
+        async for page in self._pages(after, until, streams):
+            for recorded in page:
+                yield recorded
+
+    async def for_each(
+        self, callback: Callable[[Recorded], object], after: int = 0, until: int | None = None
+    ) -> int:
+        """Call `callback` with every event after `after` (up to `until`); return how many.
+
+        The next page is read from the database while the callback works through
+        this one, so a replay costs little more than the callback itself.
+        """
+        send, receive = anyio.create_memory_object_stream[list[Recorded]](1)
+
+        async def read_ahead() -> None:
+            async with send:
+                try:
+                    async for page in self._pages(after, until, None):
+                        await send.send(page)
+                except anyio.BrokenResourceError:  # the callback failed: stop reading
+                    return
+
+        count = 0
+        async with receive, background(read_ahead, receive.close):
+            async for page in receive:
+                for recorded in page:
+                    callback(recorded)
+                count += len(page)
+        return count
+
+    async def _pages(
+        self, after: int, until: int | None, streams: Sequence[str] | None
+    ) -> AsyncIterator[list[Recorded]]:
+        """The events after `after` (up to `until`, of `streams` only), a page at a time."""
         last = after
         limit = until if until is not None else -1
         where = "position > ? AND (? < 0 OR position <= ?)"
-        params: list[Any] = []
+        params: tuple[Any, ...] = ()
         if streams is not None:
-            if not streams:
-                return
-            where += f" AND stream IN ({','.join('?' * len(streams))})"
-            params = list(streams)
+            where += " AND stream IN (SELECT value FROM json_each(?))"
+            params = (msgspec.json.encode(list(streams)).decode(),)
         query = f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT {READ_PAGE}"
         while True:
             rows = await self._read(query, (last, limit, limit, *params))
-            for row in rows:
-                yield _record(row)
+            if rows:
+                yield [_record(row) for row in rows]
             if len(rows) < READ_PAGE:
                 return
             last = rows[-1][0]

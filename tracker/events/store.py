@@ -67,6 +67,12 @@ class EventStore(Protocol):
         """Every event after `after` (up to `until`), in order, in constant memory."""
         ...
 
+    async def for_each(
+        self, callback: Callable[[Recorded], object], after: int = 0, until: int | None = None
+    ) -> int:
+        """Call `callback` with every event after `after` (up to `until`), in order; count them."""
+        ...
+
     async def read_stream(self, stream: str) -> list[Recorded]:
         """One stream's events, in version order."""
         ...

@@ -75,10 +75,13 @@ class Board:
         """Every task stream the owner ever had, deleted tasks included."""
         return [task_stream(task_id) for task_id, who in self.owners.items() if who == owner]
 
-    def apply(
-        self, recorded: Recorded, event: TaskCreated | TaskUpdated | TaskDeleted
-    ) -> TaskChange:
-        """Apply one task event; say what it did."""
+    def change(self, task_id: str) -> TaskChange:
+        """How a task now stands, for those told of changes."""
+        owner = self.owners[task_id]
+        return TaskChange(owner, task_id, self.task(owner, task_id))
+
+    def apply(self, recorded: Recorded, event: TaskCreated | TaskUpdated | TaskDeleted) -> str:
+        """Apply one task event; return the id of the task it changed."""
         if isinstance(event, TaskCreated):
             task = Task(
                 id=event.task_id,
@@ -91,7 +94,7 @@ class Board:
             )
             self.owners[event.task_id] = event.owner
             self.tasks.setdefault(event.owner, {})[event.task_id] = task
-            return TaskChange(event.owner, event.task_id, task)
+            return event.task_id
         task_id = recorded.stream.removeprefix(TASK_STREAM_PREFIX)
         owner = self.owners.get(task_id, "")
         owned = self.tasks.get(owner, {})
@@ -101,7 +104,7 @@ class Board:
             del owned[task_id]
             if not owned:
                 del self.tasks[owner]
-            return TaskChange(owner, task_id, None)
+            return task_id
         task = owned[task_id]
         if event.title is not msgspec.UNSET:
             task.title = event.title
@@ -111,4 +114,4 @@ class Board:
             task.done = event.done
         task.version = recorded.version
         task.updated_at = recorded.recorded_at
-        return TaskChange(owner, task_id, task)
+        return task_id

@@ -55,39 +55,34 @@ class ReadModel:
         self.apply_all(records)
 
     def apply_all(self, records: Iterable[Recorded]) -> list[TaskChange]:
-        """Apply committed events in position order; tell listeners what changed."""
-        changes: list[TaskChange] = []
+        """Apply committed events in position order; tell listeners how each task now stands."""
+        changed: dict[str, None] = {}
         for recorded in records:
-            change = self.apply(recorded)
-            if change is not None:
-                changes.append(change)
+            task_id = self.apply(recorded)
+            if task_id is not None:
+                changed[task_id] = None
+        changes = [self.board.change(task_id) for task_id in changed]
         if changes:
             for listener in self._listeners:
                 listener(changes)
         return changes
 
-    def apply(self, recorded: Recorded) -> TaskChange | None:
-        """Apply one event; it must be the one right after `position`."""
+    def apply(self, recorded: Recorded) -> str | None:
+        """Apply one event, which must come right after `position`; return the task it changed."""
         if recorded.position != self.position + 1:
             raise CorruptLog(
                 f"event {recorded.position} applied after {self.position}: the log has a gap"
             )
         event = codec.decode(recorded)
         self.position = recorded.position
-        match event:
-            case TaskCreated() | TaskUpdated() | TaskDeleted():
-                return self.board.apply(recorded, event)
-            case GuestStarted():
-                self.identities.apply(event)
-        return None
+        if isinstance(event, GuestStarted):
+            self.identities.apply(event)
+            return None
+        return self.board.apply(recorded, event)
 
     async def catch_up(self, store: EventStore, until: int | None = None) -> int:
         """Apply every event after `position` (up to `until`); return how many."""
-        count = 0
-        async for recorded in store.read_all(after=self.position, until=until):
-            self.apply(recorded)
-            count += 1
-        return count
+        return await store.for_each(self.apply, after=self.position, until=until)
 
     # Snapshots
 
