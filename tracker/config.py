@@ -74,8 +74,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """Refuse values that cannot work, with a message that names the variable."""
         if not 4 <= self.bcrypt_rounds <= 31:
             raise ConfigError("TRACKER_BCRYPT_ROUNDS must be between 4 and 31")
-        if self.guest_token_ttl <= 0 or self.user_token_ttl <= 0:
-            raise ConfigError("token lifetimes must be positive numbers of seconds")
+        if self.guest_token_ttl <= 0:
+            raise ConfigError("TRACKER_GUEST_TOKEN_TTL must be a positive number of seconds")
+        if self.user_token_ttl <= 0:
+            raise ConfigError("TRACKER_USER_TOKEN_TTL must be a positive number of seconds")
+        if self.log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
+            raise ConfigError("TRACKER_LOG_LEVEL must be debug, info, warning or error")
         if self.snapshot_every < 0:
             raise ConfigError("TRACKER_SNAPSHOT_EVERY must be 0 (never) or more events")
         if self.secret_key is not None and len(self.secret_key) < 32:

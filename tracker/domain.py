@@ -29,30 +29,41 @@ Notes = Annotated[
     str,
     msgspec.Meta(
         max_length=NOTES_MAX,
-        description=f"At most {NOTES_MAX} characters; no control characters but tab and newline.",
+        description=f"At most {NOTES_MAX} characters; no control characters"
+        " but tab and line breaks.",
     ),
 ]
 
 T = TypeVar("T")
 
-_TITLE_FORBIDDEN = {chr(code) for code in range(32)} | {"\x7f"}
-_NOTES_FORBIDDEN = _TITLE_FORBIDDEN - {"\t", "\n", "\r"}
+_CONTROL = {chr(code) for code in (*range(0x20), *range(0x7F, 0xA0))}
+"""C0 and C1 control characters and DEL."""
+_TITLE_FORBIDDEN = frozenset(_CONTROL)
+_NOTES_FORBIDDEN = frozenset(_CONTROL - {"\t", "\n", "\r"})
+_NEVER_IN_TITLE = frozenset(_CONTROL - {"\t", "\n", "\r", "\v", "\f"})
+"""Refused anywhere in a title, even at its edges, where white space is trimmed."""
 
 
 def clean_title(title: str) -> str:
     """The title trimmed; `Invalid` unless it is 1 to 200 characters with no control characters."""
+    # White space around the title goes; any other control character, or one inside it, is refused.
+    if not _NEVER_IN_TITLE.isdisjoint(title):
+        raise Invalid("title", "must not contain control characters")
     title = title.strip()
+    if not _TITLE_FORBIDDEN.isdisjoint(title):
+        raise Invalid("title", "must not contain control characters")
     if not title:
         raise Invalid("title", "must not be empty")
     if len(title) > TITLE_MAX:
         raise Invalid("title", f"must be at most {TITLE_MAX} characters after trimming")
-    if not _TITLE_FORBIDDEN.isdisjoint(title):
-        raise Invalid("title", "must not contain control characters")
     return title
 
 
 def check_notes(notes: str) -> str:
-    """The notes, unchanged; `Invalid` if they hold control characters other than white space."""
+    """The notes, unchanged; `Invalid` if too long or holding control characters but line breaks
+    and tabs."""
+    if len(notes) > NOTES_MAX:
+        raise Invalid("notes", f"must be at most {NOTES_MAX} characters")
     if not _NOTES_FORBIDDEN.isdisjoint(notes):
         raise Invalid("notes", "must not contain control characters other than tab and newline")
     return notes

@@ -38,11 +38,17 @@ def decode(recorded: Recorded) -> Event:
         raise CorruptLog(f"event {recorded.position} has unknown type {recorded.type!r}")
     try:
         if recorded.schema == cls.schema:
-            return _decoder.decode(recorded.data)
-        event: Event = msgspec.convert(_upcast(recorded, cls.schema), Event)
-        return event
+            event: Event = _decoder.decode(recorded.data)
+        else:
+            event = msgspec.convert(_upcast(recorded, cls.schema), Event)
     except msgspec.DecodeError as exc:  # ValidationError is a subclass
         raise CorruptLog(f"event {recorded.position} cannot be read: {exc}") from exc
+    if type(event) is not cls:
+        raise CorruptLog(
+            f"event {recorded.position} is stored as {recorded.type}"
+            f" but holds {type(event).__name__}"
+        )
+    return event
 
 
 def _upcast(recorded: Recorded, current: int) -> dict[str, Any]:

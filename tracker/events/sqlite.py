@@ -145,8 +145,11 @@ class SQLiteStore:
             async with background(store._run_writer, store._close):
                 yield store
         finally:
-            await reader.close()
-            await writer.close()
+            with anyio.CancelScope(shield=True):
+                try:
+                    await reader.close()
+                finally:
+                    await writer.close()
 
     @property
     def head(self) -> int:
@@ -295,17 +298,21 @@ class SQLiteStore:
         self._wake_writer.set()
 
     async def _run_writer(self) -> None:
-        """Commit whatever has queued up since the last commit, as one batch; repeat."""
+        """Commit whatever has queued up since the last commit, as one batch; repeat.
+
+        Stops once the store is closing and nothing is left to commit.
+        """
         while True:
-            await self._wake_writer.wait()
-            self._wake_writer = anyio.Event()
+            if not self._open_batch.items:
+                if self._closing:
+                    return
+                await self._wake_writer.wait()
+                self._wake_writer = anyio.Event()
+                continue
             batch, self._open_batch = self._open_batch, _Batch()
-            if batch.items:
-                with anyio.CancelScope(shield=True):
-                    await self._commit(batch.items)
-                batch.done.set()
-            elif self._closing:
-                return
+            with anyio.CancelScope(shield=True):
+                await self._commit(batch.items)
+            batch.done.set()
 
     async def _commit(self, batch: list[_Pending]) -> None:
         """Write the batch's acceptable appends in one transaction; fill in every result."""
@@ -383,12 +390,15 @@ class SQLiteStore:
     def _first_conflict(
         self, appends: Sequence[Append], batch_versions: dict[str, int]
     ) -> VersionConflict | None:
+        """The first append whose stream is not at its expected version, counting the
+        batch's earlier appends and this call's own earlier appends to the same stream."""
+        versions: dict[str, int] = {}
         for append in appends:
-            if append.expected_version is None:
-                continue
-            actual = batch_versions.get(append.stream, self._versions.get(append.stream, 0))
-            if actual != append.expected_version:
-                return VersionConflict(append.stream, append.expected_version, actual)
+            stream = append.stream
+            actual = versions.get(stream, batch_versions.get(stream, self._versions.get(stream, 0)))
+            if append.expected_version is not None and actual != append.expected_version:
+                return VersionConflict(stream, append.expected_version, actual)
+            versions[stream] = actual + len(append.events)
         return None
 
     async def _write_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -1,0 +1,107 @@
+"""SnapshotKeeper: saves the read model every so many events, off the write path."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import pytest
+
+from tracker.errors import StorageError
+from tracker.events.sqlite import SQLiteStore
+from tracker.events.store import Snapshot
+from tracker.events.types import GuestStarted
+from tracker.projections.model import SNAPSHOT_NAME, ReadModel
+from tracker.snapshots import SnapshotKeeper
+
+
+async def guests(store: SQLiteStore, *names: str) -> None:
+    for name in names:
+        await store.append(f"principal-{name}", 0, [GuestStarted(principal_id=name)], "system")
+
+
+async def live_model(store: SQLiteStore) -> ReadModel:
+    model = await ReadModel.build(store)
+    store.add_listener(model.on_commit)
+    return model
+
+
+async def wait_for_snapshot(store: SQLiteStore, position: int) -> Snapshot:
+    with anyio.fail_after(5):
+        while True:
+            snapshot = await store.load_snapshot(SNAPSHOT_NAME)
+            if snapshot is not None and snapshot.position >= position:
+                return snapshot
+            await anyio.sleep(0.01)
+
+
+async def test_save_keeps_the_model_as_it_stands(store: SQLiteStore) -> None:
+    model = await live_model(store)
+    keeper = SnapshotKeeper(store, model, every=0)
+    await guests(store, "a", "b", "c")
+
+    await keeper.save()
+
+    snapshot = await store.load_snapshot(SNAPSHOT_NAME)
+    assert snapshot is not None
+    assert snapshot.position == 3
+    assert (await ReadModel.from_snapshot(store)).dump() == model.dump()
+
+
+async def test_save_does_nothing_while_the_model_has_not_moved(store: SQLiteStore) -> None:
+    await guests(store, "a")
+    model = await live_model(store)
+    keeper = SnapshotKeeper(store, model, every=0)
+
+    await keeper.save()
+
+    assert await store.load_snapshot(SNAPSHOT_NAME) is None
+
+
+async def test_a_snapshot_is_saved_every_so_many_events(store: SQLiteStore) -> None:
+    model = await live_model(store)
+    keeper = SnapshotKeeper(store, model, every=3)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(keeper.run)
+        await guests(store, "a", "b")
+        await anyio.sleep(0.05)
+        assert await store.load_snapshot(SNAPSHOT_NAME) is None
+        await guests(store, "c")
+        assert (await wait_for_snapshot(store, 3)).position == 3
+        await guests(store, "d", "e", "f")
+        assert (await wait_for_snapshot(store, 6)).position == 6
+        tasks.cancel_scope.cancel()
+
+
+async def test_with_every_0_snapshots_are_saved_only_when_asked(store: SQLiteStore) -> None:
+    model = await live_model(store)
+    keeper = SnapshotKeeper(store, model, every=0)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(keeper.run)
+        await guests(store, *"abcdefgh")
+        await anyio.sleep(0.05)
+        tasks.cancel_scope.cancel()
+
+    assert await store.load_snapshot(SNAPSHOT_NAME) is None
+
+
+async def test_a_snapshot_that_cannot_be_saved_is_only_logged(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = await live_model(store)
+    keeper = SnapshotKeeper(store, model, every=0)
+    await guests(store, "a")
+
+    async def full_disk(snapshot: Snapshot) -> None:
+        raise StorageError("database or disk is full")
+
+    monkeypatch.setattr(store, "save_snapshot", full_disk)
+    with caplog.at_level(logging.WARNING, logger="tracker.snapshots"):
+        await keeper.save()
+
+    assert "disk is full" in caplog.text
+    monkeypatch.undo()
+    await keeper.save()  # and it tries again next time
+    assert await store.load_snapshot(SNAPSHOT_NAME) is not None

@@ -1,0 +1,608 @@
+"""The SQLite event store, on a real file: positions, versions, group commit, reading, reopening."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from tests.unit.support import FakeClock, collect
+from tracker.clock import format_timestamp
+from tracker.errors import CorruptLog, StorageError, VersionConflict
+from tracker.events import sqlite
+from tracker.events.records import GENESIS_HASH, Recorded, expected_hash
+from tracker.events.sqlite import READ_PAGE, SCHEMA_VERSION, SQLiteStore
+from tracker.events.store import Append, Snapshot
+from tracker.events.types import BaseEvent, GuestStarted, TaskDeleted, TaskUpdated
+from tracker.events.verify import ChainChecker
+
+
+def marks(*names: str) -> list[BaseEvent]:
+    """Events that say who wrote them."""
+    return [GuestStarted(principal_id=name) for name in names]
+
+
+def marker(event: Recorded) -> str:
+    return bytes(event.data).decode().split('"principal_id":"')[1].rstrip('"}')
+
+
+def check_chain(events: Sequence[Recorded]) -> None:
+    checker = ChainChecker()
+    for event in events:
+        checker.check(event)
+
+
+# Appending
+
+
+async def test_a_new_log_is_empty(store: SQLiteStore) -> None:
+    assert store.head == 0
+    assert store.last_hash == GENESIS_HASH
+    assert await collect(store.read_all()) == []
+
+
+async def test_appends_get_positions_from_1_and_versions_per_stream(store: SQLiteStore) -> None:
+    await store.append("a", 0, marks("a1", "a2"), "alice")
+    await store.append("b", 0, marks("b1"), "bob")
+    await store.append("a", 2, marks("a3"), "alice")
+
+    log = await collect(store.read_all())
+
+    assert [(e.position, e.stream, e.version) for e in log] == [
+        (1, "a", 1),
+        (2, "a", 2),
+        (3, "b", 1),
+        (4, "a", 3),
+    ]
+    assert store.head == 4
+
+
+async def test_an_append_returns_the_records_as_stored(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    returned = await store.append("a", 0, [GuestStarted(principal_id="g1")], "alice")
+
+    assert returned == await collect(store.read_all())
+    (event,) = returned
+    assert (event.type, event.schema, bytes(event.data), event.actor) == (
+        "GuestStarted",
+        1,
+        b'{"type":"GuestStarted","principal_id":"g1"}',
+        "alice",
+    )
+    assert event.recorded_at == format_timestamp(clock())
+
+
+async def test_every_event_is_chained_to_the_one_before(store: SQLiteStore) -> None:
+    await store.append("a", 0, marks("1", "2"), "x")
+    await store.append("b", None, marks("3"), "x")
+
+    log = await collect(store.read_all())
+
+    previous = GENESIS_HASH
+    for event in log:
+        assert event.hash == expected_hash(previous, event)
+        previous = event.hash
+    assert store.last_hash == previous
+
+
+async def test_an_append_with_no_events_writes_nothing(store: SQLiteStore) -> None:
+    assert await store.append("a", 0, [], "x") == []
+    assert store.head == 0
+
+
+@pytest.mark.parametrize(
+    ("expected", "actual"),
+    [(0, 2), (1, 2), (3, 2)],
+    ids=["new-but-exists", "behind", "ahead"],
+)
+async def test_a_stale_expected_version_is_a_conflict_and_writes_nothing(
+    store: SQLiteStore, expected: int, actual: int
+) -> None:
+    await store.append("a", 0, marks("1", "2"), "x")
+
+    with pytest.raises(VersionConflict) as conflict:
+        await store.append("a", expected, marks("late"), "x")
+
+    assert (conflict.value.stream, conflict.value.expected, conflict.value.actual) == (
+        "a",
+        expected,
+        actual,
+    )
+    assert store.head == 2
+    assert len(await collect(store.read_all())) == 2
+
+
+async def test_expecting_a_version_of_a_stream_that_does_not_exist_is_a_conflict(
+    store: SQLiteStore,
+) -> None:
+    with pytest.raises(VersionConflict):
+        await store.append("nowhere", 1, marks("x"), "x")
+
+
+async def test_no_expected_version_skips_the_check(store: SQLiteStore) -> None:
+    await store.append("a", None, marks("1"), "x")
+    await store.append("a", None, marks("2"), "x")
+
+    assert [e.version for e in await store.read_stream("a")] == [1, 2]
+
+
+async def test_append_all_writes_every_stream_in_one_go(store: SQLiteStore) -> None:
+    await store.append("a", 0, marks("a1"), "x")
+
+    written = await store.append_all(
+        [Append("a", 1, marks("a2")), Append("b", 0, marks("b1", "b2"))], "x"
+    )
+
+    assert [(e.position, e.stream, e.version) for e in written] == [
+        (2, "a", 2),
+        (3, "b", 1),
+        (4, "b", 2),
+    ]
+
+
+async def test_one_conflict_in_append_all_writes_nothing_at_all(store: SQLiteStore) -> None:
+    await store.append("a", 0, marks("a1"), "x")
+
+    with pytest.raises(VersionConflict) as conflict:
+        await store.append_all([Append("b", 0, marks("b1")), Append("a", 0, marks("a2"))], "x")
+
+    assert conflict.value.stream == "a"
+    assert store.head == 1
+    assert await store.read_stream("b") == []
+
+
+async def test_two_appends_to_one_stream_in_append_all_are_checked_in_sequence(
+    store: SQLiteStore,
+) -> None:
+    with pytest.raises(VersionConflict):
+        await store.append_all([Append("a", 0, marks("1")), Append("a", 0, marks("2"))], "x")
+
+
+async def test_a_closed_store_refuses_appends(db_path: Path) -> None:
+    async with SQLiteStore.open(db_path) as store:
+        pass
+
+    with pytest.raises(StorageError):
+        await store.append("a", 0, marks("1"), "x")
+
+
+async def test_a_log_that_cannot_be_written_raises_storage_error_and_stays_usable(
+    store: SQLiteStore,
+) -> None:
+    await store.append("a", 0, marks("1"), "x")
+    writer = store._writer  # no unprivileged way to make the file read-only when root
+    await writer.execute("PRAGMA query_only = 1")
+
+    with pytest.raises(StorageError):
+        await store.append("a", 1, marks("2"), "x")
+
+    assert store.head == 1
+    await writer.execute("PRAGMA query_only = 0")
+    written = await store.append("a", 1, marks("2"), "x")
+    assert [(e.position, e.version) for e in written] == [(2, 2)]
+
+
+async def test_closing_right_after_an_append_was_queued_does_not_hang(db_path: Path) -> None:
+    hung = False
+
+    async def unstick(store: SQLiteStore) -> None:
+        nonlocal hung
+        await anyio.sleep(0.5)
+        hung = True
+        store._wake_writer.set()  # let the test end, and its threads with it
+
+    async with anyio.create_task_group() as tasks:
+        async with SQLiteStore.open(db_path) as store:
+            tasks.start_soon(store.append, "a", 0, marks("1"), "x")
+            await anyio.lowlevel.checkpoint()  # the append is queued; the writer has not run yet
+            tasks.start_soon(unstick, store)
+        tasks.cancel_scope.cancel()
+
+    assert not hung
+    assert store.head == 1
+
+
+def _worker_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if "connection_worker" in t.name}
+
+
+async def test_a_store_left_by_cancellation_still_closes_its_connections(db_path: Path) -> None:
+    before = _worker_threads()
+    with anyio.move_on_after(0.05):
+        async with SQLiteStore.open(db_path) as store:
+            await anyio.sleep(5)
+    try:
+        for _ in range(50):
+            if not _worker_threads() - before:
+                break
+            await anyio.sleep(0.01)
+        assert not _worker_threads() - before
+    finally:
+        with anyio.CancelScope(shield=True):  # clean up what the store left behind
+            await store._writer.close()
+            await store._reader.close()
+
+
+# Group commit
+
+
+async def test_concurrent_appenders_are_group_committed_without_gaps_or_double_writes(
+    store: SQLiteStore,
+) -> None:
+    """200 appenders on 5 streams: each guesses a version, and retries with the one it is told."""
+    batches: list[list[Recorded]] = []
+    store.add_listener(lambda records: batches.append(list(records)))
+    committed: dict[str, tuple[int | None, list[Recorded]]] = {}
+    conflicted: dict[str, tuple[str, int | None, VersionConflict]] = {}
+
+    async def appender(number: int) -> None:
+        stream = f"s{number % 5}"
+        expected = None if number % 10 == 0 else (number // 5) % 3
+        for attempt in range(4):
+            name = f"{number}.{attempt}"
+            try:
+                records = await store.append(stream, expected, marks(name), "x")
+            except VersionConflict as conflict:
+                conflicted[name] = (stream, expected, conflict)
+                expected = conflict.actual
+                continue
+            # The commit listener saw this append before the appender resumed.
+            assert batches[-1][-1].position >= records[-1].position
+            committed[name] = (expected, records)
+            return
+
+    async with anyio.create_task_group() as tasks:
+        for number in range(200):
+            tasks.start_soon(appender, number)
+
+    log = await collect(store.read_all())
+    assert [e.position for e in log] == list(range(1, len(log) + 1))
+    assert store.head == len(log)
+    assert Counter(marker(e) for e in log) == Counter(committed.keys())
+    assert not set(conflicted) & set(committed)
+    for stream, expected, conflict in conflicted.values():
+        assert (conflict.stream, conflict.expected) == (stream, expected)
+        assert conflict.actual != expected
+    for stream in {e.stream for e in log}:
+        assert [e.version for e in log if e.stream == stream] == list(
+            range(1, sum(e.stream == stream for e in log) + 1)
+        )
+    for expected, (record,) in committed.values():
+        if expected is not None:
+            assert record.version == expected + 1
+    assert [e for batch in batches for e in batch] == log
+    assert max(len(batch) for batch in batches) > 1, "no two appends were ever committed together"
+    assert conflicted, "no append ever lost a race"
+    check_chain(log)
+
+
+async def test_commit_listeners_get_each_batch_in_position_order(store: SQLiteStore) -> None:
+    seen: list[list[int]] = []
+    store.add_listener(lambda records: seen.append([e.position for e in records]))
+
+    await store.append("a", 0, marks("1", "2"), "x")
+    await store.append_all([Append("b", 0, marks("3")), Append("c", 0, marks("4"))], "x")
+
+    assert seen == [[1, 2], [3, 4]]
+
+
+async def test_a_failing_listener_does_not_fail_the_append(store: SQLiteStore) -> None:
+    def broken(records: Sequence[Recorded]) -> None:
+        raise RuntimeError("listener bug")
+
+    store.add_listener(broken)
+
+    assert len(await store.append("a", 0, marks("1"), "x")) == 1
+
+
+# Reading
+
+
+async def test_read_all_pages_through_a_log_longer_than_a_page(store: SQLiteStore) -> None:
+    total = 2 * READ_PAGE + 7
+    for start in range(0, total, 1000):
+        names = [str(number) for number in range(start, min(start + 1000, total))]
+        await store.append(f"s{start}", 0, marks(*names), "x")
+
+    log = await collect(store.read_all())
+    tail = await collect(store.read_all(after=READ_PAGE - 1))
+
+    assert [e.position for e in log] == list(range(1, total + 1))
+    assert [marker(e) for e in log] == [str(number) for number in range(total)]
+    assert [e.position for e in tail] == list(range(READ_PAGE, total + 1))
+
+
+@pytest.mark.parametrize("total", [0, 1, 2, 3, 4, 6, 7])
+async def test_paging_neither_loses_nor_repeats_an_event_at_page_edges(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, total: int
+) -> None:
+    monkeypatch.setattr(sqlite, "READ_PAGE", 3)
+    await store.append("a", 0, marks(*(str(number) for number in range(total))), "x")
+    seen: list[Recorded] = []
+
+    log = await collect(store.read_all())
+    count = await store.for_each(seen.append)
+
+    assert [e.position for e in log] == list(range(1, total + 1))
+    assert seen == log
+    assert count == total
+
+
+async def test_for_each_calls_back_every_event_in_order_and_counts_them(
+    store: SQLiteStore,
+) -> None:
+    await store.append("a", 0, marks("1", "2", "3", "4"), "x")
+    seen: list[int] = []
+
+    assert await store.for_each(lambda e: seen.append(e.position), after=1, until=3) == 2
+    assert seen == [2, 3]
+
+
+async def test_a_failing_callback_stops_for_each(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite, "READ_PAGE", 2)
+    await store.append("a", 0, marks(*(str(number) for number in range(10))), "x")
+    seen: list[int] = []
+
+    def callback(event: Recorded) -> None:
+        if event.position == 3:
+            raise ValueError("projection bug")
+        seen.append(event.position)
+
+    with pytest.raises(ValueError, match="projection bug"):
+        await store.for_each(callback)
+
+    assert seen == [1, 2]
+
+
+@pytest.fixture
+async def three_streams(store: SQLiteStore) -> SQLiteStore:
+    await store.append("a", 0, marks("1"), "x")
+    await store.append("b", 0, marks("2"), "x")
+    await store.append("a", 1, marks("3"), "x")
+    await store.append("c", 0, marks("4"), "x")
+    await store.append("b", 1, marks("5"), "x")
+    return store
+
+
+@pytest.mark.parametrize(
+    ("after", "until", "streams", "positions"),
+    [
+        (0, None, None, [1, 2, 3, 4, 5]),
+        (2, None, None, [3, 4, 5]),
+        (0, 3, None, [1, 2, 3]),
+        (1, 4, None, [2, 3, 4]),
+        (0, 0, None, []),
+        (5, None, None, []),
+        (4, 2, None, []),
+        (0, None, ["a"], [1, 3]),
+        (0, None, ["a", "c"], [1, 3, 4]),
+        (1, 4, ["a", "b"], [2, 3]),
+        (0, None, ["nowhere"], []),
+        (0, None, [], []),
+    ],
+)
+async def test_read_all_selects_by_position_and_stream(
+    three_streams: SQLiteStore,
+    after: int,
+    until: int | None,
+    streams: list[str] | None,
+    positions: list[int],
+) -> None:
+    events = await collect(three_streams.read_all(after=after, until=until, streams=streams))
+
+    assert [e.position for e in events] == positions
+
+
+async def test_read_stream_gives_one_stream_in_version_order(three_streams: SQLiteStore) -> None:
+    assert [(e.position, e.version) for e in await three_streams.read_stream("b")] == [
+        (2, 1),
+        (5, 2),
+    ]
+    assert await three_streams.read_stream("nowhere") == []
+
+
+async def test_event_at_finds_one_position(three_streams: SQLiteStore) -> None:
+    event = await three_streams.event_at(3)
+
+    assert event is not None
+    assert (event.stream, event.version) == ("a", 2)
+    assert await three_streams.event_at(0) is None
+    assert await three_streams.event_at(6) is None
+
+
+# Reopening
+
+
+async def test_a_reopened_log_keeps_its_head_chain_and_stream_versions(
+    db_path: Path, clock: FakeClock
+) -> None:
+    async with SQLiteStore.open(db_path, clock) as store:
+        await store.append("a", 0, marks("1", "2"), "x")
+        await store.append("b", 0, marks("3"), "x")
+        head, last_hash = store.head, store.last_hash
+
+    async with SQLiteStore.open(db_path, clock) as store:
+        assert (store.head, store.last_hash) == (head, last_hash)
+        with pytest.raises(VersionConflict):
+            await store.append("a", 1, marks("stale"), "x")
+        written = await store.append("a", 2, marks("4"), "x")
+        log = await collect(store.read_all())
+
+    assert [(e.position, e.version) for e in written] == [(4, 3)]
+    check_chain(log)
+
+
+async def test_opening_a_missing_log_without_create_refuses(tmp_path: Path) -> None:
+    path = tmp_path / "missing.db"
+
+    with pytest.raises(CorruptLog):
+        async with SQLiteStore.open(path, create=False):
+            pass
+
+    assert not path.exists()
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in directory.iterdir()}
+
+
+def _another_apps_database(path: Path) -> None:
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        connection.execute("INSERT INTO customers (name) VALUES ('Ada')")
+    connection.close()
+
+
+def _foreign_application_id(path: Path) -> None:
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA application_id = 42")
+    connection.close()
+
+
+def _random_bytes(path: Path) -> None:
+    path.write_bytes(bytes(range(256)) * 16)
+
+
+def _text_file(path: Path) -> None:
+    path.write_text("position,stream\n1,a\n")
+
+
+@pytest.mark.parametrize(
+    "make", [_another_apps_database, _foreign_application_id, _random_bytes, _text_file]
+)
+async def test_a_file_that_is_not_a_tracker_log_is_refused_and_left_untouched(
+    tmp_path: Path, make: Callable[[Path], None]
+) -> None:
+    path = tmp_path / "other.db"
+    make(path)
+    before = _files(tmp_path)
+
+    with pytest.raises(CorruptLog):
+        async with SQLiteStore.open(path):
+            pass
+
+    assert _files(tmp_path) == before
+
+
+async def test_a_log_from_a_newer_tracker_is_refused(db_path: Path) -> None:
+    async with SQLiteStore.open(db_path) as store:
+        await store.append("a", 0, marks("1"), "x")
+    connection = sqlite3.connect(db_path)
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    connection.close()
+
+    with pytest.raises(CorruptLog, match="newer"):
+        async with SQLiteStore.open(db_path):
+            pass
+
+
+async def test_a_second_store_on_the_same_file_is_noticed_and_the_append_decided_again(
+    db_path: Path,
+) -> None:
+    async with SQLiteStore.open(db_path) as first, SQLiteStore.open(db_path) as second:
+        await first.append("a", 0, marks("1"), "x")
+        await first.append("b", 0, marks("2"), "x")  # learns b's version
+        await second.append("b", None, marks("3"), "x")  # first's head and b are now stale
+
+        with pytest.raises(VersionConflict):
+            await first.append("b", 1, marks("stale"), "x")
+        written = await first.append("b", 2, marks("4"), "x")
+
+        assert [(e.position, e.version) for e in written] == [(4, 3)]
+        check_chain(await collect(first.read_all()))
+
+
+# Snapshots
+
+
+async def test_a_saved_snapshot_is_loaded_back(store: SQLiteStore) -> None:
+    snapshot = Snapshot("model", 3, "ab" * 32, 1, b"\x00state")
+
+    await store.save_snapshot(snapshot)
+
+    assert await store.load_snapshot("model") == snapshot
+    assert await store.load_snapshot("other") is None
+
+
+async def test_saving_a_snapshot_replaces_the_one_of_the_same_name(store: SQLiteStore) -> None:
+    await store.save_snapshot(Snapshot("model", 3, "a" * 64, 1, b"old"))
+    await store.save_snapshot(Snapshot("other", 1, "b" * 64, 1, b"other"))
+    newer = Snapshot("model", 9, "c" * 64, 2, b"new")
+
+    await store.save_snapshot(newer)
+
+    assert await store.load_snapshot("model") == newer
+    assert await store.load_snapshot("other") == Snapshot("other", 1, "b" * 64, 1, b"other")
+
+
+async def test_snapshots_can_be_forgotten(store: SQLiteStore) -> None:
+    await store.save_snapshot(Snapshot("model", 3, "a" * 64, 1, b"old"))
+
+    await store.delete_snapshots()
+
+    assert await store.load_snapshot("model") is None
+
+
+# Import
+
+
+@pytest.fixture
+async def source_log(tmp_path: Path) -> list[Recorded]:
+    async with SQLiteStore.open(tmp_path / "source.db", FakeClock(1_000_000.0)) as source:
+        await source.append("a", 0, marks("1", "2"), "x")
+        await source.append("b", 0, [TaskUpdated(done=True), TaskDeleted()], "y")
+        await source.append("a", 2, marks("3"), "x")
+        return await collect(source.read_all())
+
+
+async def chunks_of(events: list[Recorded], size: int = 2) -> AsyncIterator[list[Recorded]]:
+    for start in range(0, len(events), size):
+        yield events[start : start + size]
+
+
+async def test_import_restores_a_log_into_an_empty_store(
+    store: SQLiteStore, source_log: list[Recorded]
+) -> None:
+    assert await store.import_log(chunks_of(source_log)) == 5
+
+    assert await collect(store.read_all()) == source_log
+    assert (store.head, store.last_hash) == (5, source_log[-1].hash)
+    written = await store.append("a", 3, marks("4"), "x")
+    assert [(e.position, e.version) for e in written] == [(6, 4)]
+    check_chain(await collect(store.read_all()))
+
+
+async def test_import_into_a_log_that_is_not_empty_is_refused(
+    store: SQLiteStore, source_log: list[Recorded]
+) -> None:
+    await store.append("z", 0, marks("mine"), "x")
+
+    with pytest.raises(CorruptLog, match="not empty"):
+        await store.import_log(chunks_of(source_log))
+
+    assert store.head == 1
+
+
+async def test_an_import_that_fails_part_way_writes_nothing(
+    store: SQLiteStore, source_log: list[Recorded]
+) -> None:
+    async def failing() -> AsyncIterator[list[Recorded]]:
+        yield source_log[:2]
+        yield source_log[2:4]
+        raise OSError("the backup file is truncated")
+
+    with pytest.raises(OSError, match="truncated"):
+        await store.import_log(failing())
+
+    assert store.head == 0
+    assert await collect(store.read_all()) == []
+    assert await store.import_log(chunks_of(source_log)) == 5
