@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -19,9 +20,10 @@ from tracker.config import ConfigError, Settings
 from tracker.errors import CorruptLog, TrackerError
 from tracker.events.records import Recorded
 from tracker.events.sqlite import SQLiteStore
+from tracker.events.store import Snapshot
 from tracker.events.verify import BadEvent, ChainChecker
 from tracker.projections.board import Task
-from tracker.projections.model import SNAPSHOT_NAME, ReadModel, snapshot_problem
+from tracker.projections.model import SNAPSHOT_FORMAT, SNAPSHOT_NAME, ReadModel, snapshot_problem
 
 EXPORT_FORMAT = 1
 FOLLOW_INTERVAL = 0.5
@@ -220,7 +222,7 @@ def _until(text: str | None) -> Callable[[Recorded], bool]:
     """Which events to keep for `--until`: a position, or a time."""
     if text is None:
         return lambda recorded: True
-    if text.isdigit():
+    if re.fullmatch(r"[0-9]{1,18}", text):
         position = int(text)
         return lambda recorded: recorded.position <= position
     try:
@@ -244,7 +246,7 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
                 checker.check(recorded)
                 model.apply(recorded)
                 if snapshot is not None and recorded.position == snapshot.position:
-                    _check_snapshot(snapshot.data, model, snapshot.position)
+                    _check_snapshot(snapshot, recorded, model)
                     snapshot_checked = True
             if snapshot is not None and not snapshot_checked:
                 reason = await snapshot_problem(store, snapshot)
@@ -256,9 +258,14 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     return _run(run)
 
 
-def _check_snapshot(data: bytes, replayed: ReadModel, position: int) -> None:
-    if data != replayed.dump():
-        raise BadEvent(position, "the stored snapshot differs from a full replay of the log")
+def _check_snapshot(snapshot: Snapshot, at: Recorded, replayed: ReadModel) -> None:
+    """The snapshot must be of this log, in this format, and equal to a replay up to it."""
+    if snapshot.hash != at.hash:
+        raise BadEvent(at.position, "the snapshot was not taken of this log (its hash differs)")
+    if snapshot.format != SNAPSHOT_FORMAT:
+        raise BadEvent(at.position, f"the snapshot has format {snapshot.format}")
+    if snapshot.data != replayed.dump():
+        raise BadEvent(at.position, "the stored snapshot differs from a full replay of the log")
 
 
 # export and import
@@ -299,7 +306,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _remove_database(db: Path) -> None:
-    for suffix in ("", "-wal", "-shm", ".secret"):
+    for suffix in ("", "-wal", "-shm"):
         db.with_name(db.name + suffix).unlink(missing_ok=True)
 
 

@@ -22,7 +22,7 @@ class SnapshotKeeper:
         self._store = store
         self._model = model
         self._every = every
-        self._saved_at = model.position
+        self._saved_at = model.snapshot_position
         self._due = anyio.Event()
         if every:
             store.add_listener(self._on_commit)

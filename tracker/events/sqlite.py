@@ -133,7 +133,7 @@ class SQLiteStore:
             raise CorruptLog(f"{path} does not exist")
         writer = await _connect(path)
         try:
-            await _prepare(writer, path)
+            await _prepare(writer, path, create=create)
             reader = await _connect(path)
         except BaseException:
             await writer.close()
@@ -486,7 +486,7 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     return connection
 
 
-async def _prepare(connection: aiosqlite.Connection, path: Path) -> None:
+async def _prepare(connection: aiosqlite.Connection, path: Path, *, create: bool) -> None:
     """Create the schema in a new file; refuse a file that is not a Tracker log we can read."""
     try:
         application_id = await _pragma(connection, "application_id")
@@ -497,6 +497,8 @@ async def _prepare(connection: aiosqlite.Connection, path: Path) -> None:
     except sqlite3.DatabaseError as exc:
         raise CorruptLog(f"{path} is not an SQLite database: {exc}") from exc
     if application_id == 0 and tables == 0:
+        if not create:
+            raise CorruptLog(f"{path} is empty: it holds no Tracker log")
         await connection.executescript(_SCHEMA)
     elif application_id != APPLICATION_ID:
         raise CorruptLog(f"{path} is not a Tracker log (it holds another application's data)")

@@ -21,6 +21,8 @@ from tracker.projections.board import Task, task_stream
 from tracker.service import Tracker
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_POSITION = re.compile(r"[0-9]{1,18}")
+_IF_MATCH = re.compile(r'"(?P<quoted>[0-9]{1,18})"|(?P<bare>[0-9]{1,18})')
 
 
 class TaskList(msgspec.Struct):
@@ -156,16 +158,14 @@ def _if_match(request: Request, task_id: str) -> int | None:
     header = request.headers.get("if-match")
     if header is None or header.strip() == "*":
         return None
-    value = header.strip()
-    if value.startswith('"') and value.endswith('"') and value[1:-1].isdigit():
-        return int(value[1:-1])
-    if value.isdigit():
-        return int(value)
-    raise VersionConflict(task_stream(task_id), -1, -1)
+    match = _IF_MATCH.fullmatch(header.strip())
+    if match is None:
+        raise VersionConflict(task_stream(task_id), -1, -1)
+    return int(match["quoted"] or match["bare"])
 
 
 def _position(text: str) -> int:
-    if not text.isdigit() or len(text) > 18:
+    if not _POSITION.fullmatch(text):
         raise BadRequest("as_of must be a non-negative whole number (a log position)")
     return int(text)
 

@@ -52,10 +52,10 @@ def _decoder(type_: type[T]) -> msgspec.json.Decoder[T]:
 
 async def read_json(request: Request, type_: type[T]) -> T:
     """The request's JSON body as `type_`: 415, 413, 400 or 422 when it cannot be."""
-    media_type, _, parameters = request.headers.get("content-type", "").partition(";")
-    charset = parameters.strip().lower().removeprefix("charset=").strip('"')
-    if media_type.strip().lower() != "application/json" or charset not in ("", "utf-8"):
-        raise HTTPProblem(415, "unsupported_media_type", "the body must be application/json")
+    if not is_json(request.headers.get("content-type", "")):
+        raise HTTPProblem(
+            415, "unsupported_media_type", "the body must be application/json (UTF-8)"
+        )
     too_large = HTTPProblem(413, "payload_too_large", f"the body must be at most {MAX_BODY} bytes")
     length = request.headers.get("content-length")
     if length is not None:
@@ -73,5 +73,17 @@ async def read_json(request: Request, type_: type[T]) -> T:
         return value
     except msgspec.ValidationError:
         raise
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON: {exc}") from exc
+
+
+def is_json(content_type: str) -> bool:
+    """Whether a Content-Type names JSON in UTF-8 (other parameters are ignored)."""
+    media_type, *parameters = content_type.split(";")
+    if media_type.strip().lower() != "application/json":
+        return False
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() != "utf-8":
+            return False
+    return True

@@ -44,6 +44,8 @@ class ReadModel:
         self.board = Board()
         self.identities = Identities()
         self.position = 0
+        self.snapshot_position = 0
+        """The position of the snapshot this model was loaded from (0: none)."""
         self._listeners: list[ChangeListener] = []
 
     def add_listener(self, listener: ChangeListener) -> None:
@@ -138,6 +140,7 @@ class ReadModel:
                 reason = f"it cannot be read ({exc})"
             else:
                 if model.position == snapshot.position:
+                    model.snapshot_position = snapshot.position
                     return model
                 reason = f"its state is at {model.position}, not {snapshot.position}"
         logger.warning("ignoring the snapshot: %s; rebuilding from the log", reason)

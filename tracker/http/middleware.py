@@ -1,9 +1,12 @@
-"""Headers every response carries: a strict CSP and the usual hardening."""
+"""What every request and response goes through: the body limit and the security headers."""
 
 from __future__ import annotations
 
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tracker.http.encoding import MAX_BODY
+from tracker.http.errors import error_response
 
 SECURITY_HEADERS = {
     "content-security-policy": (
@@ -36,3 +39,25 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class BodyLimitMiddleware:
+    """Refuses (413) any request whose declared body is over `MAX_BODY`, before reading it.
+
+    Bodies without a Content-Length (chunked) are counted as they are read, by
+    `read_json`, which stops at the limit.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = Headers(scope=scope).get("content-length", "")
+            if length.isascii() and length.isdigit() and int(length) > MAX_BODY:
+                response = error_response(
+                    413, "payload_too_large", f"the body must be at most {MAX_BODY} bytes"
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -1,0 +1,362 @@
+"""Real servers on real SQLite files: the fixtures every integration test stands on.
+
+Nothing here builds the app in-process. `Server` runs `python -m tracker serve`
+as a child process on a free port, and every HTTP client it hands out checks
+each response against the contract's error rules (never a 500, always the
+`{"error": {"code", "message"}}` body).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+SECRET_KEY = "integration-test-signing-key-0123456789abcdefghi"
+"""The 48-character key the servers sign tokens with (unless a test wants a generated one)."""
+assert len(SECRET_KEY) == 48
+
+STARTUP_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
+"""RFC 3339, UTC, millisecond precision, `Z` suffix."""
+
+ERROR_CODES = {
+    400: {"bad_request"},
+    401: {"unauthorized", "invalid_credentials"},
+    403: {"forbidden"},
+    404: {"not_found"},
+    405: {"method_not_allowed"},
+    409: {"username_taken", "invalid_state"},
+    412: {"version_conflict"},
+    413: {"payload_too_large"},
+    415: {"unsupported_media_type"},
+    422: {"validation_error"},
+    429: {"rate_limited"},
+    503: {"unavailable"},
+}
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def clean_env(secret_key: str | None = SECRET_KEY, **extra: str) -> dict[str, str]:
+    """The process environment without any TRACKER_* setting of the caller's, plus ours."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("TRACKER_")}
+    env["TRACKER_ACCESS_LOG"] = "0"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    if secret_key is not None:
+        env["TRACKER_SECRET_KEY"] = secret_key
+    env.update(extra)
+    return env
+
+
+def check_error_body(response: httpx.Response) -> dict[str, Any]:
+    """Assert `response` is a contract error; return its `error` object."""
+    assert response.headers.get("content-type", "").startswith("application/json"), (
+        response.headers,
+        response.content[:200],
+    )
+    body = response.json()
+    assert isinstance(body, dict)
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert isinstance(error, dict)
+    assert set(error) <= {"code", "message", "details"}, error
+    assert isinstance(error["code"], str)
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    if response.status_code in ERROR_CODES:
+        assert error["code"] in ERROR_CODES[response.status_code], (response.status_code, error)
+    if "details" in error:
+        assert isinstance(error["details"], list)
+        for detail in error["details"]:
+            assert set(detail) == {"field", "message"}, detail
+            assert isinstance(detail["field"], str)
+            assert isinstance(detail["message"], str)
+    return error
+
+
+def check_response(response: httpx.Response) -> None:
+    """An httpx response hook: no 5xx but 503, and every error in the contract's shape."""
+    response.read()
+    request = response.request
+    assert response.status_code < 500 or response.status_code == 503, (
+        f"{request.method} {request.url} answered {response.status_code}: {response.text[:300]}"
+    )
+    if response.status_code >= 400:
+        check_error_body(response)
+
+
+def error_of(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """Assert the response is the error `status` (and `code`); return the error object."""
+    assert response.status_code == status, (response.status_code, response.text[:500])
+    error = check_error_body(response)
+    if code is not None:
+        assert error["code"] == code, error
+    return error
+
+
+@dataclass
+class Guest:
+    """A guest session on a server: its token, principal and a bearer-authenticated client."""
+
+    token: str
+    principal: dict[str, Any]
+    client: httpx.Client
+    login: httpx.Response
+
+    @property
+    def id(self) -> str:
+        principal_id: str = self.principal["id"]
+        return principal_id
+
+    def create(self, title: str = "a task", **fields: Any) -> dict[str, Any]:
+        """A new task of this guest (asserting 201)."""
+        response = self.client.post("/api/tasks", json={"title": title, **fields})
+        assert response.status_code == 201, response.text
+        task: dict[str, Any] = response.json()
+        return task
+
+
+@dataclass
+class Server:
+    """`tracker serve` on `db`, as a child process. Start, stop and restart it at will."""
+
+    db: Path
+    secret_key: str | None = SECRET_KEY
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    starts: int = 0
+    _clients: list[httpx.Client] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> Server:
+        """Start a new server process on the same database and wait until it is healthy."""
+        assert not self.running, "the server is already running"
+        self.starts += 1
+        self.port = free_port()
+        self.log_path = self.db.with_name(f"{self.db.name}.server{self.starts}.log")
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tracker",
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--db",
+                    str(self.db),
+                ],
+                env=clean_env(self.secret_key, **self.env),
+                cwd=self.db.parent,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self._wait_healthy()
+        return self
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                pytest.fail(f"the server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                response = httpx.get(f"{self.url}/healthz", timeout=1.0)
+            except httpx.TransportError:
+                time.sleep(0.05)
+                continue
+            if response.status_code == 200:
+                return
+            time.sleep(0.05)
+        self.kill()
+        pytest.fail(f"the server did not become healthy:\n{self.log()}")
+
+    def stop(self) -> int:
+        """SIGTERM, then SIGKILL after 10 s; assert it exited. Returns its exit status."""
+        self._close_clients()
+        process = self.process
+        assert process is not None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+                pytest.fail(f"the server ignored SIGTERM for {STOP_TIMEOUT} s:\n{self.log()}")
+        assert process.poll() is not None, "the server did not exit"
+        return process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown at all, as in a power cut of the process."""
+        process = self.process
+        assert process is not None
+        if process.poll() is None:
+            process.kill()
+        process.wait(5)
+        assert process.poll() is not None
+        self._close_clients()
+
+    def log(self) -> str:
+        """Everything the server process wrote so far."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
+        """An httpx client for this server (bearer-authenticated with `token`)."""
+        headers = dict(kwargs.pop("headers", {}))
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        client = httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=kwargs.pop("timeout", 10.0),
+            event_hooks={"response": [check_response]},
+            **kwargs,
+        )
+        self._clients.append(client)
+        return client
+
+    def guest(self) -> Guest:
+        """Start a new guest session; a bearer client for it."""
+        with httpx.Client(base_url=self.url, timeout=10.0) as anonymous:
+            response = anonymous.post("/api/auth/guest")
+        assert response.status_code == 201, response.text
+        result = response.json()
+        assert result["token_type"] == "bearer"
+        token: str = result["access_token"]
+        return Guest(token, result["user"], self.client(token), response)
+
+    def _close_clients(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
+
+
+@dataclass
+class ServerFactory:
+    """Starts servers for one test and stops every one still running at teardown."""
+
+    directory: Path
+    servers: list[Server] = field(default_factory=list)
+
+    def __call__(
+        self,
+        db: Path | None = None,
+        *,
+        secret_key: str | None = SECRET_KEY,
+        start: bool = True,
+        **env: str,
+    ) -> Server:
+        server = Server(db or self.directory / "tracker.db", secret_key, env)
+        self.servers.append(server)
+        if start:
+            server.start()
+        return server
+
+    def close(self) -> None:
+        failures = []
+        for server in self.servers:
+            if server.process is None:
+                continue
+            if server.running:
+                status = server.stop()
+                if status != 0:
+                    failures.append(f"exit status {status}:\n{server.log()[-3000:]}")
+            assert server.process.poll() is not None
+        assert not failures, failures
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
+    """`start_server(db=None, secret_key=..., **env)`: a started `Server`, stopped at teardown."""
+    factory = ServerFactory(tmp_path)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server per test module (tests isolate themselves by each using a new guest)."""
+    factory = ServerFactory(tmp_path_factory.mktemp("server"))
+    running = factory()
+    yield running
+    factory.close()
+
+
+@pytest.fixture
+def guest(server: Server) -> Guest:
+    """A new guest on the module's server."""
+    return server.guest()
+
+
+@pytest.fixture
+def other(server: Server) -> Guest:
+    """A second, unrelated guest on the module's server."""
+    return server.guest()
+
+
+# The command line
+
+
+def run_cli(
+    *args: str,
+    db: Path | None = None,
+    input: bytes | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60.0,
+) -> subprocess.CompletedProcess[bytes]:
+    """`python -m tracker ARGS --db DB`, for real; never a traceback on stderr."""
+    command = [sys.executable, "-m", "tracker", *args]
+    if db is not None:
+        command += ["--db", str(db)]
+    result = subprocess.run(
+        command,
+        input=input,
+        capture_output=True,
+        env=clean_env(None),
+        cwd=cwd or (db.parent if db is not None else None),
+        timeout=timeout,
+        check=False,
+    )
+    assert b"Traceback" not in result.stderr, result.stderr.decode(errors="replace")
+    return result
+
+
+def cli_events(db: Path, *args: str) -> list[dict[str, Any]]:
+    """`tracker events` on `db`, each line parsed."""
+    result = run_cli("events", *args, db=db)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]

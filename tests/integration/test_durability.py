@@ -1,0 +1,338 @@
+"""Durability: what the server acknowledged survives SIGKILL, and a clean stop keeps a snapshot.
+
+The writers here are real threads with real HTTP clients; the server is killed
+while they write. Every 2xx they received is a promise the restarted server
+must keep.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from tests.integration.conftest import (
+    Guest,
+    Server,
+    ServerFactory,
+    check_response,
+    cli_events,
+    run_cli,
+)
+
+WRITERS = 8
+WRITE_SECONDS = 1.5
+CYCLES = 3
+
+
+@dataclass
+class Acks:
+    """What one writer was told: task id -> (version, title) of its last 2xx."""
+
+    tasks: dict[str, tuple[int, str]] = field(default_factory=dict)
+    deleted: set[str] = field(default_factory=set)
+    in_doubt: set[str] = field(default_factory=set)
+    """Tasks whose deletion was sent but never answered: it may or may not have happened."""
+    requests: int = 0
+    refused: list[str] = field(default_factory=list)
+
+
+def write_until(server: Server, guest: Guest, stop: threading.Event, name: str) -> Acks:
+    """Create tasks and rename them until `stop`, or until the server goes away."""
+    acks = Acks()
+    client = httpx.Client(
+        base_url=server.url,
+        headers={"Authorization": f"Bearer {guest.token}"},
+        timeout=5.0,
+        event_hooks={"response": [check_response]},
+    )
+    with client:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                title = f"{name} task {n}"
+                response = client.post("/api/tasks", json={"title": title})
+                acks.requests += 1
+                if response.status_code != 201:
+                    acks.refused.append(f"POST {response.status_code} {response.text}")
+                    continue
+                task = response.json()
+                acks.tasks[task["id"]] = (task["version"], task["title"])
+                for rename in range(3):
+                    title = f"{name} task {n} rename {rename}"
+                    response = client.patch(f"/api/tasks/{task['id']}", json={"title": title})
+                    acks.requests += 1
+                    if response.status_code != 200:
+                        acks.refused.append(f"PATCH {response.status_code} {response.text}")
+                        break
+                    task = response.json()
+                    acks.tasks[task["id"]] = (task["version"], task["title"])
+                if n % 5 == 0:
+                    acks.in_doubt.add(task["id"])
+                    response = client.delete(f"/api/tasks/{task['id']}")
+                    acks.requests += 1
+                    acks.in_doubt.discard(task["id"])
+                    if response.status_code == 204:
+                        acks.deleted.add(task["id"])
+                        del acks.tasks[task["id"]]
+            except httpx.TransportError:
+                return acks  # the server is gone
+    return acks
+
+
+def under_load(server: Server, guests: list[Guest], interrupt: Callable[[], None]) -> list[Acks]:
+    """Run one writer per guest for a while, call `interrupt` mid-stream, collect their acks."""
+    stop = threading.Event()
+    with ThreadPoolExecutor(len(guests)) as pool:
+        futures = [
+            pool.submit(write_until, server, guest, stop, f"w{index}")
+            for index, guest in enumerate(guests)
+        ]
+        time.sleep(WRITE_SECONDS)
+        interrupt()
+        stop.set()
+        return [future.result(timeout=30) for future in futures]
+
+
+def assert_acknowledged_writes_kept(server: Server, guests: list[Guest], acks: list[Acks]) -> int:
+    """Every acknowledged task is there at (at least) its acknowledged version. Returns a count."""
+    checked = 0
+    for guest, acked in zip(guests, acks, strict=True):
+        client = server.client(guest.token)
+        response = client.get("/api/tasks")
+        assert response.status_code == 200
+        tasks = {task["id"]: task for task in response.json()["tasks"]}
+        for task_id, (version, title) in acked.tasks.items():
+            if task_id in acked.in_doubt and task_id not in tasks:
+                continue
+            assert task_id in tasks, f"acknowledged task {task_id} ({title}) is gone"
+            task = tasks[task_id]
+            assert task["version"] >= version, (task, version)
+            if task["version"] == version:
+                assert task["title"] == title
+            checked += 1
+        for task_id in acked.deleted:
+            assert task_id not in tasks, f"acknowledged deletion of {task_id} was undone"
+            history = client.get(f"/api/tasks/{task_id}/history")
+            assert history.json()["events"][-1]["type"] == "TaskDeleted"
+    return checked
+
+
+def assert_log_is_sound(server: Server) -> None:
+    """`tracker verify` passes and `tracker events` is gap-free up to the server's head."""
+    result = run_cli("verify", db=server.db)
+    assert result.returncode == 0, result.stderr
+    positions = [event["position"] for event in cli_events(server.db)]
+    assert positions == list(range(1, len(positions) + 1))
+    head = httpx.get(f"{server.url}/healthz").json()["position"]
+    assert positions[-1] == head
+
+
+@pytest.mark.slow
+def test_acknowledged_writes_survive_repeated_sigkill(start_server: ServerFactory) -> None:
+    server = start_server()
+    guests = [server.guest() for _ in range(WRITERS)]
+    promised = [Acks() for _ in guests]  # every cycle's acknowledgements, all still owed
+    for _cycle in range(CYCLES):
+        acks = under_load(server, guests, server.kill)
+        assert not server.running
+        assert all(not acked.refused for acked in acks), [acked.refused for acked in acks]
+        assert sum(len(acked.tasks) for acked in acks) > WRITERS, "the writers barely wrote"
+        for owed, acked in zip(promised, acks, strict=True):
+            owed.tasks.update(acked.tasks)
+            owed.deleted |= acked.deleted
+            owed.in_doubt |= acked.in_doubt
+        server.start()
+        checked = assert_acknowledged_writes_kept(server, guests, promised)
+        assert checked >= sum(len(acked.tasks) for acked in acks) - WRITERS
+        assert_log_is_sound(server)
+    assert server.stop() == 0
+    result = run_cli("verify", db=server.db)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+def test_acknowledged_writes_survive_sigterm_under_load(start_server: ServerFactory) -> None:
+    server = start_server()
+    guests = [server.guest() for _ in range(WRITERS // 2)]
+    status: list[int] = []
+    acks = under_load(server, guests, lambda: status.append(server.stop()))
+    assert status == [0]
+    for acked in acks:  # a request caught by the shutdown may be refused (503), never a 500
+        assert all(" 503 " in f" {refusal} " for refusal in acked.refused), acked.refused
+    server.start()
+    assert_acknowledged_writes_kept(server, guests, acks)
+    assert_log_is_sound(server)
+
+
+# A clean stop: everything kept, and the next start begins from the snapshot
+
+
+def populate(server: Server) -> tuple[list[Guest], dict[str, list[dict[str, Any]]]]:
+    guests = [server.guest(), server.guest()]
+    for guest in guests:
+        tasks = [guest.create(f"{guest.id} {n}", notes=f"notes {n}") for n in range(4)]
+        guest.client.patch(f"/api/tasks/{tasks[0]['id']}", json={"done": True})
+        guest.client.patch(f"/api/tasks/{tasks[1]['id']}", json={"title": "renamed"})
+        guest.client.delete(f"/api/tasks/{tasks[2]['id']}")
+    return guests, state_of(server, guests)
+
+
+def state_of(server: Server, guests: list[Guest]) -> dict[str, list[dict[str, Any]]]:
+    return {
+        guest.id: server.client(guest.token).get("/api/tasks").json()["tasks"] for guest in guests
+    }
+
+
+def snapshot_row(db: Path) -> tuple[int, str, bytes] | None:
+    with sqlite3.connect(db) as connection:
+        row = connection.execute(
+            "SELECT position, hash, data FROM snapshots WHERE name = 'read-model'"
+        ).fetchone()
+    connection.close()
+    return None if row is None else (row[0], row[1], bytes(row[2]))
+
+
+def head_of(server: Server) -> int:
+    position: int = httpx.get(f"{server.url}/healthz").json()["position"]
+    return position
+
+
+def test_clean_stop_writes_a_snapshot_at_the_head(start_server: ServerFactory) -> None:
+    server = start_server()
+    populate(server)
+    head = head_of(server)
+    assert server.stop() == 0
+    row = snapshot_row(server.db)
+    assert row is not None
+    assert row[0] == head
+    assert row[1] == cli_events(server.db)[-1]["hash"]
+    assert f"snapshot saved at position {head}" in server.log()
+
+
+def test_clean_stop_after_crash_recovery_writes_a_snapshot(start_server: ServerFactory) -> None:
+    server = start_server()
+    populate(server)
+    head = head_of(server)
+    server.kill()
+    assert snapshot_row(server.db) is None
+    server.start()
+    assert server.stop() == 0
+    row = snapshot_row(server.db)
+    assert row is not None
+    assert row[0] == head
+
+
+def test_restart_after_sigterm_keeps_everything(start_server: ServerFactory) -> None:
+    server = start_server()
+    guests, before = populate(server)
+    head = head_of(server)
+    assert server.stop() == 0
+    server.start()
+    assert head_of(server) == head
+    assert state_of(server, guests) == before
+    assert "ignoring the snapshot" not in server.log()
+    assert f"read model ready at position {head}" in server.log()
+    for guest in guests:  # and it carries on writing where it stopped
+        assert server.client(guest.token).post("/api/tasks", json={"title": "next"}).is_success
+    assert head_of(server) == head + 2
+
+
+def test_restart_after_sigterm_starts_from_the_snapshot(start_server: ServerFactory) -> None:
+    """Doctor the snapshot (not the log): the restarted server shows the doctored state,
+    so it must have loaded the snapshot rather than replayed the log."""
+    server = start_server()
+    guests, _ = populate(server)
+    assert server.stop() == 0
+    row = snapshot_row(server.db)
+    assert row is not None
+    state = msgspec.msgpack.decode(row[2])
+    owner, task = state[1][0]
+    task["title"] = "only in the snapshot"
+    with sqlite3.connect(server.db) as connection:
+        connection.execute(
+            "UPDATE snapshots SET data = ? WHERE name = 'read-model'",
+            (msgspec.msgpack.encode(state),),
+        )
+    connection.close()
+
+    server.start()
+    guest = next(guest for guest in guests if guest.id == owner)
+    served = server.client(guest.token).get(f"/api/tasks/{task['id']}").json()
+    assert served["title"] == "only in the snapshot"
+    assert "ignoring the snapshot" not in server.log()
+    # ... which is exactly what `tracker verify` exists to catch.
+    assert server.stop() == 0
+    result = run_cli("verify", db=server.db)
+    assert result.returncode == 1
+    assert b"snapshot differs from a full replay" in result.stderr
+
+
+def test_unreadable_snapshot_is_ignored_and_the_log_replayed(start_server: ServerFactory) -> None:
+    server = start_server()
+    guests, before = populate(server)
+    assert server.stop() == 0
+    with sqlite3.connect(server.db) as connection:
+        connection.execute("UPDATE snapshots SET data = ?", (b"\xc1 not msgpack",))
+    connection.close()
+    server.start()
+    assert state_of(server, guests) == before
+    assert "ignoring the snapshot" in server.log()
+
+
+def test_snapshot_of_another_log_is_ignored(start_server: ServerFactory) -> None:
+    server = start_server()
+    guests, before = populate(server)
+    assert server.stop() == 0
+    with sqlite3.connect(server.db) as connection:
+        connection.execute("UPDATE snapshots SET hash = ?", ("0" * 64,))
+    connection.close()
+    server.start()
+    assert state_of(server, guests) == before
+    assert "ignoring the snapshot" in server.log()
+
+
+def test_snapshot_plus_tail_after_a_kill(start_server: ServerFactory) -> None:
+    """Stop cleanly (snapshot), write more, SIGKILL (no new snapshot): both halves come back."""
+    server = start_server()
+    guests, _ = populate(server)
+    assert server.stop() == 0
+    snapshot_at = snapshot_row(server.db)
+    assert snapshot_at is not None
+    server.start()
+    for guest in guests:
+        client = server.client(guest.token)
+        created = client.post("/api/tasks", json={"title": "after the snapshot"}).json()
+        client.patch(f"/api/tasks/{created['id']}", json={"done": True})
+    after = state_of(server, guests)
+    head = head_of(server)
+    assert head > snapshot_at[0]
+    server.kill()
+    assert snapshot_row(server.db) == snapshot_at
+    server.start()
+    assert head_of(server) == head
+    assert state_of(server, guests) == after
+    assert "ignoring the snapshot" not in server.log()
+    result = run_cli("verify", db=server.db)
+    assert result.returncode == 0, result.stderr
+    assert f"snapshot at {snapshot_at[0]} matches".encode() in result.stdout
+
+
+def test_sigterm_with_idle_keepalive_clients_exits_promptly(start_server: ServerFactory) -> None:
+    server = start_server()
+    guest = server.guest()
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {guest.token}"}) as c:
+        assert c.get("/api/tasks").status_code == 200  # leaves a keep-alive connection open
+        started = time.monotonic()
+        assert server.stop() == 0
+        assert time.monotonic() - started < 5
