@@ -48,14 +48,34 @@ async def test_save_keeps_the_model_as_it_stands(store: SQLiteStore) -> None:
     assert (await ReadModel.from_snapshot(store)).dump() == model.dump()
 
 
-async def test_save_does_nothing_while_the_model_has_not_moved(store: SQLiteStore) -> None:
+async def test_save_does_nothing_while_the_model_is_where_its_snapshot_is(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await guests(store, "a")
+    await (await ReadModel.build(store)).save_snapshot(store)
+    model = await live_model(store)
+    keeper = SnapshotKeeper(store, model, every=0)
+    saved: list[Snapshot] = []
+    monkeypatch.setattr(store, "save_snapshot", saved.append)
+
+    await keeper.save()
+
+    assert model.snapshot_position == 1
+    assert saved == []
+
+
+async def test_a_model_rebuilt_without_a_snapshot_is_saved_at_the_next_chance(
+    store: SQLiteStore,
+) -> None:
+    await guests(store, "a", "b")
     model = await live_model(store)
     keeper = SnapshotKeeper(store, model, every=0)
 
     await keeper.save()
 
-    assert await store.load_snapshot(SNAPSHOT_NAME) is None
+    snapshot = await store.load_snapshot(SNAPSHOT_NAME)
+    assert snapshot is not None
+    assert snapshot.position == 2
 
 
 async def test_a_snapshot_is_saved_every_so_many_events(store: SQLiteStore) -> None:
