@@ -1,0 +1,1 @@
+"""Tracker's benchmark suite: `python -m bench` (see bench/README.md)."""

@@ -1,0 +1,120 @@
+"""Load from wrk: one run against a server, with the CPU both of them used meanwhile."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.servers import Server
+
+SCRIPT = Path(__file__).with_name("wrk.lua")
+MARKER = "BENCH_JSON "
+
+
+@dataclass(frozen=True)
+class Load:
+    """How hard wrk pushes: threads, connections, seconds."""
+
+    threads: int = 2
+    connections: int = 64
+    seconds: int = 10
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: dict[str, int]
+    server_cpu: float
+    """Cores the server kept busy on average (1.0 = one core all the time)."""
+    wrk_cpu: float
+    """Cores wrk kept busy on average."""
+
+    def cpu_note(self) -> str:
+        return f"server {self.server_cpu:.2f} cores, wrk {self.wrk_cpu:.2f} cores"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "requests_per_second": self.requests_per_second,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "requests": self.requests,
+            "errors": self.errors,
+            "server_cpu_cores": round(self.server_cpu, 3),
+            "wrk_cpu_cores": round(self.wrk_cpu, 3),
+        }
+
+
+def wrk_binary() -> str:
+    """The wrk executable; a clear error when it is not installed."""
+    found = shutil.which("wrk")
+    if found is None:
+        raise RuntimeError(
+            "wrk is not installed (or not on PATH); the HTTP scenarios need it: "
+            "`apt-get install wrk` (Debian/Ubuntu) or `brew install wrk`"
+        )
+    return found
+
+
+def run_wrk(
+    server: Server,
+    path: str,
+    load: Load,
+    *,
+    method: str = "GET",
+    body: str | None = None,
+    token: str | None = None,
+) -> WrkResult:
+    """Run wrk against `server` for `load.seconds`; refuse results with any failed request."""
+    argv = [wrk_binary(), f"-t{load.threads}", f"-c{load.connections}", f"-d{load.seconds}s"]
+    argv += ["--latency", "-s", str(SCRIPT), server.url + path]
+    env = {
+        **os.environ,
+        "BENCH_METHOD": method,
+        "BENCH_BODY": body or "",
+        "BENCH_TOKEN": token or "",
+    }
+    # wrk is the only child reaped while it runs, so the children's rusage delta is its CPU time.
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before = server.cpu_seconds()
+    completed = subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=load.seconds + 60, check=False
+    )
+    server_after = server.cpu_seconds()
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if completed.returncode != 0:
+        raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr.strip()}")
+    summary = _summary(completed.stdout)
+    seconds = summary["duration_us"] / 1e6
+    latency = summary["latency_us"]
+    errors: dict[str, int] = summary["errors"]
+    if any(errors.values()):
+        raise RuntimeError(f"wrk saw failed requests against {path}: {errors}")
+    wrk_cpu = (children_after.ru_utime + children_after.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime
+    )
+    return WrkResult(
+        requests_per_second=summary["requests"] / seconds,
+        p50_ms=latency["p50"] / 1000,
+        p99_ms=latency["p99"] / 1000,
+        requests=summary["requests"],
+        errors=errors,
+        server_cpu=(server_after - server_before) / seconds,
+        wrk_cpu=wrk_cpu / seconds,
+    )
+
+
+def _summary(stdout: str) -> dict[str, Any]:
+    for line in stdout.splitlines():
+        if line.startswith(MARKER):
+            summary: dict[str, Any] = json.loads(line.removeprefix(MARKER))
+            return summary
+    raise RuntimeError(f"wrk printed no summary:\n{stdout}")
