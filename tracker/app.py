@@ -17,7 +17,7 @@ from tracker.config import Settings
 from tracker.events.sqlite import SQLiteStore
 from tracker.http import api, pages
 from tracker.http.errors import EXCEPTION_HANDLERS
-from tracker.http.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+from tracker.http.middleware import EdgeMiddleware
 from tracker.projections.model import ReadModel
 from tracker.service import Tracker
 from tracker.snapshots import SnapshotKeeper
@@ -56,7 +56,7 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Starlette:
 
     return Starlette(
         routes=[*api.ROUTES, *pages.ROUTES],
-        middleware=[Middleware(SecurityHeadersMiddleware), Middleware(BodyLimitMiddleware)],
+        middleware=[Middleware(EdgeMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -17,6 +17,7 @@ from tracker.errors import AuthError
 logger = logging.getLogger(__name__)
 
 ALGORITHM = "HS256"
+VERIFIED_CACHE_SIZE = 10_000
 Kind = Literal["user", "guest"]
 
 
@@ -54,6 +55,7 @@ class TokenService:
         self._key = key
         self._clock = clock
         self._ttl: dict[Kind, int] = {"guest": guest_ttl, "user": user_ttl}
+        self._verified: dict[str, Claims] = {}
 
     def issue(self, principal: Principal) -> Session:
         """A new session for `principal`."""
@@ -64,7 +66,22 @@ class TokenService:
         return Session(principal, token, now, expires)
 
     def verify(self, token: str) -> Claims:
-        """The token's claims; AuthError unless it is ours, intact, HS256 and unexpired."""
+        """The token's claims; AuthError unless it is ours, intact, HS256 and unexpired.
+
+        Tokens that verified once are remembered (by their exact text), so a client
+        sending the same token with every request pays for the signature check once.
+        """
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._decode(token)
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                del self._verified[next(iter(self._verified))]  # the oldest
+            self._verified[token] = claims
+        if claims.exp <= self._clock():
+            raise AuthError("invalid or expired token")
+        return claims
+
+    def _decode(self, token: str) -> Claims:
         try:
             payload = jwt.decode(
                 token,
@@ -77,12 +94,9 @@ class TokenService:
                     "verify_iat": False,
                 },
             )
-            claims = msgspec.convert(payload, Claims)
+            return msgspec.convert(payload, Claims)
         except (jwt.PyJWTError, msgspec.ValidationError) as exc:
             raise AuthError("invalid or expired token") from exc
-        if claims.exp <= self._clock():
-            raise AuthError("invalid or expired token")
-        return claims
 
 
 def load_or_create_secret(db_path: Path) -> str:

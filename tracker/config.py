@@ -28,7 +28,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None
     guest_token_ttl: int = 30 * 24 * 3600
     user_token_ttl: int = 24 * 3600
-    snapshot_every: int = 10_000
+    snapshot_every: int = 100_000
     host: str = "127.0.0.1"
     port: int = 6969
     log_level: str = "info"
@@ -59,7 +59,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 database_url=config("TRACKER_DATABASE_URL", default=None) or None,
                 guest_token_ttl=config("TRACKER_GUEST_TOKEN_TTL", cast=int, default=30 * 86400),
                 user_token_ttl=config("TRACKER_USER_TOKEN_TTL", cast=int, default=86400),
-                snapshot_every=config("TRACKER_SNAPSHOT_EVERY", cast=int, default=10_000),
+                snapshot_every=config("TRACKER_SNAPSHOT_EVERY", cast=int, default=100_000),
                 host=config("TRACKER_HOST", default="127.0.0.1"),
                 port=config("TRACKER_PORT", cast=int, default=6969),
                 log_level=config("TRACKER_LOG_LEVEL", default="info").lower(),

@@ -27,7 +27,7 @@ def test_without_variables_every_setting_has_its_default() -> None:
     assert (settings.cookie_secure, settings.trust_proxy) == (False, False)
     assert settings.database_url is None
     assert (settings.guest_token_ttl, settings.user_token_ttl) == (30 * 86400, 86400)
-    assert settings.snapshot_every == 10_000
+    assert settings.snapshot_every == 100_000
     assert (settings.host, settings.port) == ("127.0.0.1", 6969)
     assert (settings.log_level, settings.access_log) == ("info", True)
 

@@ -441,6 +441,41 @@ async def test_a_reopened_log_keeps_its_head_chain_and_stream_versions(
     check_chain(log)
 
 
+async def test_expecting_a_new_stream_that_exists_from_before_a_reopen_is_a_conflict(
+    db_path: Path, clock: FakeClock
+) -> None:
+    async with SQLiteStore.open(db_path, clock) as store:
+        await store.append("old", 0, marks("1"), "x")
+
+    async with SQLiteStore.open(db_path, clock) as store:
+        results = await _gather(
+            store.append("old", 0, marks("again"), "x"),
+            store.append("fresh", 0, marks("2"), "x"),
+        )
+        log = await collect(store.read_all())
+
+    assert isinstance(results[0], VersionConflict)
+    assert results[0].actual == 1
+    assert [(e.stream, e.version) for e in log] == [("old", 1), ("fresh", 1)]
+    check_chain(log)
+
+
+async def _gather(*appends: object) -> list[object]:
+    """Run appends concurrently (so they share a batch); each result or exception, in order."""
+    results: list[object] = [None] * len(appends)
+
+    async def run(index: int, append: object) -> None:
+        try:
+            results[index] = await append  # type: ignore[misc]
+        except VersionConflict as exc:
+            results[index] = exc
+
+    async with anyio.create_task_group() as tasks:
+        for index, append in enumerate(appends):
+            tasks.start_soon(run, index, append)
+    return results
+
+
 async def test_opening_a_missing_log_without_create_refuses(tmp_path: Path) -> None:
     path = tmp_path / "missing.db"
 

@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 APPLICATION_ID = 0x54524B52  # "TRKR": marks a file as a Tracker log
 SCHEMA_VERSION = 1
 READ_PAGE = 5000
+CHECKPOINT_EVENTS = 5000
+"""Checkpoint the WAL after this many events..."""
+CHECKPOINT_INTERVAL = 1.0
+"""...or this many seconds after a commit, whichever comes first."""
 
 _SCHEMA = f"""
 CREATE TABLE events (
@@ -121,6 +125,10 @@ class SQLiteStore:
         self._open_batch = _Batch()
         self._wake_writer = anyio.Event()
         self._closing = False
+        self._checkpointer = reader
+        self._checkpoint_due = anyio.Event()
+        self._uncheckpointed = 0
+        """Events committed since the last checkpoint."""
 
     @classmethod
     @asynccontextmanager
@@ -131,25 +139,25 @@ class SQLiteStore:
         path = Path(path)
         if not create and not path.exists():
             raise CorruptLog(f"{path} does not exist")
-        writer = await _connect(path)
+        connections: list[aiosqlite.Connection] = []
         try:
+            writer = await _connect(path)
+            connections.append(writer)
             await _prepare(writer, path, create=create)
-            reader = await _connect(path)
-        except BaseException:
-            await writer.close()
-            raise
-        store = cls(writer, reader, clock)
-        try:
+            # Commits never checkpoint: a connection of its own does, beside the writer.
+            await writer.execute("PRAGMA wal_autocheckpoint = 0")
+            for _ in range(2):
+                connections.append(await _connect(path))
+            store = cls(writer, connections[1], clock)
+            store._checkpointer = connections[2]
             await store._load_head()
             # On leaving, the writer finishes what it was given, then stops.
-            async with background(store._run_writer, store._close):
+            async with background(store._run, store._close):
                 yield store
         finally:
             with anyio.CancelScope(shield=True):
-                try:
-                    await reader.close()
-                finally:
-                    await writer.close()
+                for connection in reversed(connections):
+                    await _close(connection)
 
     @property
     def head(self) -> int:
@@ -296,6 +304,30 @@ class SQLiteStore:
     def _close(self) -> None:
         self._closing = True
         self._wake_writer.set()
+        self._checkpoint_due.set()
+
+    async def _run(self) -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._run_writer)
+            tasks.start_soon(self._run_checkpointer)
+
+    async def _run_checkpointer(self) -> None:
+        """Copy the WAL back into the database file now and then, off the commit path.
+
+        A checkpoint inside a commit would stall every appender of that batch;
+        here it runs on its own connection (and thread) while commits go on.
+        """
+        while not self._closing:
+            with anyio.move_on_after(CHECKPOINT_INTERVAL):
+                await self._checkpoint_due.wait()
+            self._checkpoint_due = anyio.Event()
+            if self._uncheckpointed == 0:
+                continue
+            self._uncheckpointed = 0
+            try:
+                await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:
+                logger.warning("WAL checkpoint failed (will retry): %s", exc)
 
     async def _run_writer(self) -> None:
         """Commit whatever has queued up since the last commit, as one batch; repeat.
@@ -323,18 +355,23 @@ class SQLiteStore:
                 try:
                     await self._write_rows(rows)
                 except sqlite3.IntegrityError:
-                    # Someone else wrote to the file: learn the new head and try once more.
+                    # A stream taken to be new was not, or another process wrote to
+                    # the file: learn the real heads and decide once more.
                     await self._load_head()
                     self._versions.clear()
-                    await self._load_versions(batch)
+                    await self._load_versions(batch, every_stream=True)
                     rows, records = self._decide(batch)
-                    await self._write_rows(rows)
+                    if rows:
+                        await self._write_rows(rows)
         except sqlite3.Error as exc:
             error = StorageError(f"the event log cannot be written: {exc}")
             for pending in batch:
                 pending.error = pending.error or error
             return
         if records:
+            self._uncheckpointed += len(records)
+            if self._uncheckpointed >= CHECKPOINT_EVENTS:
+                self._checkpoint_due.set()
             last = records[-1]
             self._head = last.position
             self._last_hash = last.hash
@@ -420,27 +457,31 @@ class SQLiteStore:
                 await _rollback(self._writer)
             raise
 
-    async def _load_versions(self, batch: list[_Pending]) -> None:
-        """Learn the head version of every stream the batch touches that is not cached yet."""
+    async def _load_versions(self, batch: list[_Pending], *, every_stream: bool = False) -> None:
+        """Learn the head version of the streams the batch touches that are not cached yet.
+
+        A stream expected to be new (expected version 0) is not looked up: it is
+        taken to be at version 0, and if that guess is wrong, the unique key on
+        (stream, version) refuses the insert and the batch is decided again with
+        `every_stream` looked up.
+        """
         unknown = {
             append.stream
             for pending in batch
             for append in pending.appends
             if append.stream not in self._versions
+            and (every_stream or append.expected_version != 0)
         }
         if not unknown:
             return
-        names = list(unknown)
-        for start in range(0, len(names), 500):
-            chunk = names[start : start + 500]
-            async with self._writer.execute(
-                "SELECT stream, MAX(version) FROM events"
-                f" WHERE stream IN ({','.join('?' * len(chunk))}) GROUP BY stream",
-                chunk,
-            ) as cursor:
-                found: dict[str, int] = {row[0]: row[1] for row in await cursor.fetchall()}
-            for stream in chunk:
-                self._versions[stream] = int(found.get(stream, 0))
+        async with self._writer.execute(
+            "SELECT stream, MAX(version) FROM events"
+            " WHERE stream IN (SELECT value FROM json_each(?)) GROUP BY stream",
+            (msgspec.json.encode(sorted(unknown)).decode(),),
+        ) as cursor:
+            found: dict[str, int] = {row[0]: row[1] for row in await cursor.fetchall()}
+        for stream in unknown:
+            self._versions[stream] = found.get(stream, 0)
 
     async def _load_head(self) -> None:
         async with self._writer.execute(
@@ -515,6 +556,13 @@ async def _pragma(connection: aiosqlite.Connection, name: str) -> int:
     async with connection.execute(f"PRAGMA {name}") as cursor:
         row = await cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+async def _close(connection: aiosqlite.Connection) -> None:
+    try:
+        await connection.close()
+    except sqlite3.Error:
+        logger.warning("closing the database failed", exc_info=True)
 
 
 async def _rollback(connection: aiosqlite.Connection) -> None:

@@ -16,7 +16,7 @@ def task_stream(task_id: str) -> str:
     return TASK_STREAM_PREFIX + task_id
 
 
-class Timer(msgspec.Struct, kw_only=True):
+class Timer(msgspec.Struct, kw_only=True, gc=False):
     """A task's countdown (see the contract's Timer object)."""
 
     state: str
@@ -27,8 +27,12 @@ class Timer(msgspec.Struct, kw_only=True):
     finished_at: str | None = None
 
 
-class Task(msgspec.Struct, kw_only=True):
-    """A task as the API returns it. `version` is its stream's version."""
+class Task(msgspec.Struct, kw_only=True, gc=False):
+    """A task as the API returns it. `version` is its stream's version.
+
+    (`gc=False`: a task refers to no container that could lead back to it, so the
+    garbage collector need not track the hundreds of thousands a board holds.)
+    """
 
     id: str
     title: str
@@ -57,6 +61,8 @@ class Board:
         """owner -> task id -> live task, oldest first."""
         self.owners: dict[str, str] = {}
         """task id -> owner, deleted tasks included (their history stays theirs)."""
+        self.live: dict[str, Task] = {}
+        """task id -> live task, whoever owns it."""
 
     def tasks_of(self, owner: str) -> list[Task]:
         """The owner's live tasks, oldest first."""
@@ -64,8 +70,8 @@ class Board:
 
     def task(self, owner: str, task_id: str) -> Task | None:
         """The owner's task, or None if it does not exist or belongs to someone else."""
-        owned = self.tasks.get(owner)
-        return owned.get(task_id) if owned is not None else None
+        task = self.live.get(task_id)
+        return task if task is not None and self.owners[task_id] == owner else None
 
     def owns_stream(self, owner: str, task_id: str) -> bool:
         """Whether the task, live or deleted, is the owner's."""
@@ -93,25 +99,32 @@ class Board:
                 updated_at=recorded.recorded_at,
             )
             self.owners[event.task_id] = event.owner
+            self.live[event.task_id] = task
             self.tasks.setdefault(event.owner, {})[event.task_id] = task
             return event.task_id
         task_id = recorded.stream.removeprefix(TASK_STREAM_PREFIX)
-        owner = self.owners.get(task_id, "")
-        owned = self.tasks.get(owner, {})
-        if task_id not in owned:
-            raise CorruptLog(f"event {recorded.position} changes task {task_id!r}, which is gone")
         if isinstance(event, TaskDeleted):
+            if self.live.pop(task_id, None) is None:
+                raise _gone(recorded, task_id)
+            owner = self.owners[task_id]
+            owned = self.tasks[owner]
             del owned[task_id]
             if not owned:
                 del self.tasks[owner]
             return task_id
-        task = owned[task_id]
+        changed = self.live.get(task_id)
+        if changed is None:
+            raise _gone(recorded, task_id)
         if event.title is not msgspec.UNSET:
-            task.title = event.title
+            changed.title = event.title
         if event.notes is not msgspec.UNSET:
-            task.notes = event.notes
+            changed.notes = event.notes
         if event.done is not msgspec.UNSET:
-            task.done = event.done
-        task.version = recorded.version
-        task.updated_at = recorded.recorded_at
+            changed.done = event.done
+        changed.version = recorded.version
+        changed.updated_at = recorded.recorded_at
         return task_id
+
+
+def _gone(recorded: Recorded, task_id: str) -> CorruptLog:
+    return CorruptLog(f"event {recorded.position} changes task {task_id!r}, which is gone")

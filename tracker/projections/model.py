@@ -110,6 +110,7 @@ class ReadModel:
         model.position = state.position
         for owner, task in state.tasks:
             model.board.tasks.setdefault(owner, {})[task.id] = task
+            model.board.live[task.id] = task
         model.board.owners = state.owners
         model.identities.kinds = state.kinds
         return model
