@@ -14,9 +14,12 @@ from tracker.projections.model import ReadModel
 
 logger = logging.getLogger(__name__)
 
+QUIET_SECONDS = 1.0
+LAG_LIMIT = 10
+
 
 class SnapshotKeeper:
-    """Saves a snapshot every `every` events (0: only at shutdown), off the write path."""
+    """Saves a snapshot every `every` events (0: only at shutdown), at a quiet moment."""
 
     def __init__(self, store: EventStore, model: ReadModel, *, every: int) -> None:
         self._store = store
@@ -32,10 +35,20 @@ class SnapshotKeeper:
             self._due.set()
 
     async def run(self) -> None:
-        """Wait until a snapshot is due, save it, repeat (until cancelled)."""
+        """Wait until a snapshot is due and the log is quiet, save it, repeat (until cancelled).
+
+        Encoding the model holds the event loop for a moment (tens of milliseconds
+        for a hundred thousand tasks), so it waits for a second without commits,
+        unless the snapshot has fallen `LAG_LIMIT` intervals behind.
+        """
         while True:
             await self._due.wait()
             self._due = anyio.Event()
+            while self._model.position - self._saved_at < self._every * LAG_LIMIT:
+                seen = self._model.position
+                await anyio.sleep(QUIET_SECONDS)
+                if self._model.position == seen:
+                    break
             await self.save()
 
     async def save(self) -> None:

@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 APPLICATION_ID = 0x54524B52  # "TRKR": marks a file as a Tracker log
 SCHEMA_VERSION = 1
 READ_PAGE = 5000
+CACHE_KIB = 64 * 1024
+"""Page cache per connection: the (stream, version) index of a busy log stays in memory."""
 CHECKPOINT_EVENTS = 5000
 """Checkpoint the WAL after this many events..."""
 CHECKPOINT_INTERVAL = 1.0
@@ -524,6 +526,7 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     except sqlite3.Error as exc:
         raise StorageError(f"cannot open {path}: {exc}") from exc
     await connection.execute("PRAGMA busy_timeout = 5000")
+    await connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
     return connection
 
 

@@ -170,14 +170,14 @@ def _position(text: str) -> int:
     return int(text)
 
 
-ROUTES: list[BaseRoute] = [
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/api/auth/guest", start_guest, methods=["POST"]),
-    Route("/api/auth/me", me, methods=["GET"]),
-    Route("/api/tasks", list_tasks, methods=["GET"]),
+ROUTES: list[BaseRoute] = [  # the busiest first: the router tries them in order
     Route("/api/tasks", create_task, methods=["POST"]),
-    Route("/api/tasks/{task_id}", get_task, methods=["GET"]),
+    Route("/api/tasks", list_tasks, methods=["GET"]),
     Route("/api/tasks/{task_id}", update_task, methods=["PATCH"]),
+    Route("/api/tasks/{task_id}", get_task, methods=["GET"]),
     Route("/api/tasks/{task_id}", delete_task, methods=["DELETE"]),
     Route("/api/tasks/{task_id}/history", task_history, methods=["GET"]),
+    Route("/api/auth/guest", start_guest, methods=["POST"]),
+    Route("/api/auth/me", me, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from tracker.errors import BadRequest, TrackerError
@@ -56,18 +56,12 @@ async def read_json(request: Request, type_: type[T]) -> T:
         raise HTTPProblem(
             415, "unsupported_media_type", "the body must be application/json (UTF-8)"
         )
-    too_large = HTTPProblem(413, "payload_too_large", f"the body must be at most {MAX_BODY} bytes")
     length = request.headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            raise BadRequest("invalid Content-Length")
-        if int(length) > MAX_BODY:
-            raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise too_large
+    if length is not None and not (length.isascii() and length.isdigit()):
+        raise BadRequest("invalid Content-Length")
+    if length is not None and int(length) > MAX_BODY:
+        raise _too_large()
+    body = await _read_body(request)
     try:
         value: T = _decoder(type_).decode(body)
         return value
@@ -77,8 +71,31 @@ async def read_json(request: Request, type_: type[T]) -> T:
         raise BadRequest(f"malformed JSON: {exc}") from exc
 
 
+async def _read_body(request: Request) -> bytes:
+    """The whole body, counted as it arrives: 413 past `MAX_BODY`, whatever was declared."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _too_large()
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large() -> HTTPProblem:
+    return HTTPProblem(413, "payload_too_large", f"the body must be at most {MAX_BODY} bytes")
+
+
 def is_json(content_type: str) -> bool:
     """Whether a Content-Type names JSON in UTF-8 (other parameters are ignored)."""
+    if content_type == "application/json":
+        return True
     media_type, *parameters = content_type.split(";")
     if media_type.strip().lower() != "application/json":
         return False

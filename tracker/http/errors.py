@@ -7,7 +7,7 @@ import re
 
 import msgspec
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ExceptionHandler
 
@@ -135,6 +135,11 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, str(exc.detail).lower(), headers=headers)
 
 
+async def client_gone(request: Request, exc: Exception) -> Response:
+    """The client went away mid-request: nobody will read this answer, and it is no bug."""
+    return error_response(400, "bad_request", "the client disconnected")
+
+
 async def internal_error(request: Request, exc: Exception) -> Response:
     """A bug: logged with its traceback, answered without one."""
     logger.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -145,5 +150,6 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, ExceptionHandler] = {
     TrackerError: tracker_error,
     msgspec.ValidationError: validation_error,
     HTTPException: http_exception,
+    ClientDisconnect: client_gone,
     Exception: internal_error,
 }
