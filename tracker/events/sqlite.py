@@ -143,13 +143,12 @@ class SQLiteStore:
             raise CorruptLog(f"{path} does not exist")
         connections: list[aiosqlite.Connection] = []
         try:
-            writer = await _connect(path)
-            connections.append(writer)
+            writer = await _connect(path, connections)
             await _prepare(writer, path, create=create)
             # Commits never checkpoint: a connection of its own does, beside the writer.
             await writer.execute("PRAGMA wal_autocheckpoint = 0")
             for _ in range(2):
-                connections.append(await _connect(path))
+                await _connect(path, connections)
             store = cls(writer, connections[1], clock)
             store._checkpointer = connections[2]
             await store._load_head()
@@ -520,13 +519,19 @@ def _row(record: Recorded) -> tuple[Any, ...]:
     )
 
 
-async def _connect(path: Path) -> aiosqlite.Connection:
+async def _connect(path: Path, opened: list[aiosqlite.Connection]) -> aiosqlite.Connection:
+    """A new connection to `path`, added to `opened` at once, so that it is closed
+    even if what follows is cancelled."""
     try:
         connection = await aiosqlite.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
         raise StorageError(f"cannot open {path}: {exc}") from exc
-    await connection.execute("PRAGMA busy_timeout = 5000")
-    await connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+    opened.append(connection)
+    try:
+        await connection.execute("PRAGMA busy_timeout = 5000")
+        await connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+    except sqlite3.DatabaseError as exc:
+        raise CorruptLog(f"{path} is not an SQLite database: {exc}") from exc
     return connection
 
 

@@ -7,6 +7,7 @@ in-memory lookup and a client always reads its own writes.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 
@@ -151,7 +152,15 @@ class ReadModel:
     async def build(cls, store: EventStore, until: int | None = None) -> ReadModel:
         """The model from the snapshot (when valid and not past `until`) and the log."""
         model = cls() if until is not None else await cls.from_snapshot(store)
-        await model.catch_up(store, until)
+        # A replay allocates only objects that cannot form cycles: the cycle
+        # collector would only slow it down, so it waits until the model is built.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            await model.catch_up(store, until)
+        finally:
+            if collecting:
+                gc.enable()
         return model
 
 
