@@ -41,7 +41,7 @@ class Log:
             version=self.versions[stream],
             recorded_at=at,
         )
-        return self.board.apply(recorded, event)
+        return self.board.apply(event, recorded.stream, recorded.version, recorded.recorded_at)
 
 
 @pytest.fixture

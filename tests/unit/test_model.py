@@ -11,7 +11,7 @@ import pytest
 
 from tests.unit.support import FakeClock, record
 from tracker.errors import CorruptLog
-from tracker.events.records import Recorded
+from tracker.events.records import Recorded, ReplayRow
 from tracker.events.sqlite import SQLiteStore
 from tracker.events.store import Snapshot
 from tracker.events.types import GuestStarted, TaskCreated, TaskDeleted, TaskUpdated
@@ -188,11 +188,11 @@ class Spy:
         self.read_from.append(after)
         return self._store.read_all(after, **kwargs)
 
-    async def for_each(
-        self, callback: Callable[[Recorded], object], after: int = 0, until: int | None = None
+    async def replay(
+        self, callback: Callable[[ReplayRow], object], after: int = 0, until: int | None = None
     ) -> int:
         self.read_from.append(after)
-        return await self._store.for_each(callback, after, until)
+        return await self._store.replay(callback, after, until)
 
 
 async def test_build_starts_from_a_valid_snapshot_and_catches_up(

@@ -16,7 +16,7 @@ from tests.unit.support import FakeClock, collect
 from tracker.clock import format_timestamp
 from tracker.errors import CorruptLog, StorageError, VersionConflict
 from tracker.events import sqlite
-from tracker.events.records import GENESIS_HASH, Recorded, expected_hash
+from tracker.events.records import GENESIS_HASH, Recorded, ReplayRow, expected_hash
 from tracker.events.sqlite import READ_PAGE, SCHEMA_VERSION, SQLiteStore
 from tracker.events.store import Append, Snapshot
 from tracker.events.types import BaseEvent, GuestStarted, TaskDeleted, TaskUpdated
@@ -325,40 +325,43 @@ async def test_paging_neither_loses_nor_repeats_an_event_at_page_edges(
 ) -> None:
     monkeypatch.setattr(sqlite, "READ_PAGE", 3)
     await store.append("a", 0, marks(*(str(number) for number in range(total))), "x")
-    seen: list[Recorded] = []
+    seen: list[ReplayRow] = []
 
     log = await collect(store.read_all())
-    count = await store.for_each(seen.append)
+    count = await store.replay(seen.append)
 
     assert [e.position for e in log] == list(range(1, total + 1))
-    assert seen == log
+    assert seen == [
+        (e.position, e.stream, e.version, e.type, e.schema, bytes(e.data), e.recorded_at)
+        for e in log
+    ]
     assert count == total
 
 
-async def test_for_each_calls_back_every_event_in_order_and_counts_them(
+async def test_replay_calls_back_every_event_in_order_and_counts_them(
     store: SQLiteStore,
 ) -> None:
     await store.append("a", 0, marks("1", "2", "3", "4"), "x")
     seen: list[int] = []
 
-    assert await store.for_each(lambda e: seen.append(e.position), after=1, until=3) == 2
+    assert await store.replay(lambda row: seen.append(row[0]), after=1, until=3) == 2
     assert seen == [2, 3]
 
 
-async def test_a_failing_callback_stops_for_each(
+async def test_a_failing_callback_stops_replay(
     store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sqlite, "READ_PAGE", 2)
     await store.append("a", 0, marks(*(str(number) for number in range(10))), "x")
     seen: list[int] = []
 
-    def callback(event: Recorded) -> None:
-        if event.position == 3:
+    def callback(row: ReplayRow) -> None:
+        if row[0] == 3:
             raise ValueError("projection bug")
-        seen.append(event.position)
+        seen.append(row[0])
 
     with pytest.raises(ValueError, match="projection bug"):
-        await store.for_each(callback)
+        await store.replay(callback)
 
     assert seen == [1, 2]
 

@@ -36,31 +36,36 @@ def encode(event: BaseEvent) -> bytes:
 
 def decode(recorded: Recorded) -> Event:
     """The typed event a stored record holds, upcast to the current schema."""
-    cls = EVENT_TYPES.get(recorded.type)
+    return decode_data(recorded.type, recorded.schema, recorded.data, recorded.position)
+
+
+def decode_data(type_: str, schema: int, data: bytes, position: int) -> Event:
+    """The typed event of stored `data` of `type_` at `schema` (upcast to the current one)."""
+    cls = EVENT_TYPES.get(type_)
     if cls is None:
-        raise CorruptLog(f"event {recorded.position} has unknown type {recorded.type!r}")
+        raise CorruptLog(f"event {position} has unknown type {type_!r}")
     try:
-        if recorded.schema == cls.schema:
-            event: Event = _decoders[recorded.type].decode(recorded.data)
+        if schema == cls.schema:
+            event: Event = _decoders[type_].decode(data)
         else:
-            event = msgspec.convert(_upcast(recorded, cls.schema), Event)
+            event = msgspec.convert(_upcast(type_, schema, data, position, cls.schema), Event)
     except msgspec.DecodeError as exc:  # ValidationError is a subclass
-        raise CorruptLog(f"event {recorded.position} cannot be read: {exc}") from exc
+        raise CorruptLog(f"event {position} cannot be read: {exc}") from exc
     if type(event) is not cls:  # an upcaster that changed the tag
-        raise CorruptLog(f"event {recorded.position} is stored as {recorded.type}")
+        raise CorruptLog(f"event {position} is stored as {type_}")
     return event
 
 
-def _upcast(recorded: Recorded, current: int) -> dict[str, Any]:
-    if recorded.schema > current:
+def _upcast(type_: str, schema: int, data: bytes, position: int, current: int) -> dict[str, Any]:
+    if schema > current:
         raise CorruptLog(
-            f"event {recorded.position} is schema {recorded.schema} of {recorded.type}, "
+            f"event {position} is schema {schema} of {type_}, "
             f"newer than this version of Tracker reads ({current})"
         )
-    data = _object_decoder.decode(recorded.data)
-    for version in range(recorded.schema, current):
-        upcaster = UPCASTERS.get((recorded.type, version))
+    fields = _object_decoder.decode(data)
+    for version in range(schema, current):
+        upcaster = UPCASTERS.get((type_, version))
         if upcaster is None:
-            raise CorruptLog(f"no upcaster for {recorded.type} schema {version}")
-        data = upcaster(data)
-    return data
+            raise CorruptLog(f"no upcaster for {type_} schema {version}")
+        fields = upcaster(fields)
+    return fields

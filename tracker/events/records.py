@@ -28,6 +28,11 @@ class Recorded(msgspec.Struct, frozen=True, gc=False):
     hash: str
 
 
+ReplayRow = tuple[int, str, int, str, int, bytes, str]
+"""What rebuilding state needs of an event, and nothing more: position, stream,
+version, type, schema, data and recorded_at (no actor, no hash)."""
+
+
 _canonical_encoder = msgspec.json.Encoder()
 
 

@@ -29,7 +29,13 @@ from tracker.background import background
 from tracker.clock import Clock, format_timestamp, system_clock
 from tracker.errors import CorruptLog, StorageError, VersionConflict
 from tracker.events import codec
-from tracker.events.records import GENESIS_HASH, Recorded, canonical_bytes, chain_hash
+from tracker.events.records import (
+    GENESIS_HASH,
+    Recorded,
+    ReplayRow,
+    canonical_bytes,
+    chain_hash,
+)
 from tracker.events.store import Append, CommitListener, Snapshot
 from tracker.events.types import BaseEvent
 
@@ -70,6 +76,7 @@ PRAGMA user_version = {SCHEMA_VERSION};
 """
 
 _COLUMNS = "position, stream, version, type, schema, data, actor, recorded_at, hash"
+_REPLAY_COLUMNS = "position, stream, version, type, schema, data, recorded_at"
 _INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _ROWS_PER_STATEMENT = 256
 """Rows of one multi-row INSERT (9 parameters each, far below SQLite's limit)."""
@@ -196,20 +203,20 @@ class SQLiteStore:
             for recorded in page:
                 yield recorded
 
-    async def for_each(
-        self, callback: Callable[[Recorded], object], after: int = 0, until: int | None = None
+    async def replay(
+        self, callback: Callable[[ReplayRow], object], after: int = 0, until: int | None = None
     ) -> int:
         """Call `callback` with every event after `after` (up to `until`); return how many.
 
         The next page is read from the database while the callback works through
-        this one, so a replay costs little more than the callback itself.
+        this one, and rows are handed over as they come, without an envelope.
         """
-        send, receive = anyio.create_memory_object_stream[list[Recorded]](1)
+        send, receive = anyio.create_memory_object_stream[list[Any]](1)
 
         async def read_ahead() -> None:
             async with send:
                 try:
-                    async for page in self._pages(after, until, None):
+                    async for page in self._row_pages(_REPLAY_COLUMNS, after, until, None):
                         await send.send(page)
                 except anyio.BrokenResourceError:  # the callback failed: stop reading
                     return
@@ -217,8 +224,8 @@ class SQLiteStore:
         count = 0
         async with receive, background(read_ahead, receive.close):
             async for page in receive:
-                for recorded in page:
-                    callback(recorded)
+                for row in page:
+                    callback(row)
                 count += len(page)
         return count
 
@@ -226,6 +233,13 @@ class SQLiteStore:
         self, after: int, until: int | None, streams: Sequence[str] | None
     ) -> AsyncIterator[list[Recorded]]:
         """The events after `after` (up to `until`, of `streams` only), a page at a time."""
+        async for rows in self._row_pages(_COLUMNS, after, until, streams):
+            yield [_record(row) for row in rows]
+
+    async def _row_pages(
+        self, columns: str, after: int, until: int | None, streams: Sequence[str] | None
+    ) -> AsyncIterator[list[Any]]:
+        """Rows of `columns` (position first), a page at a time, in position order."""
         last = after
         limit = until if until is not None else -1
         where = "position > ? AND (? < 0 OR position <= ?)"
@@ -233,11 +247,11 @@ class SQLiteStore:
         if streams is not None:
             where += " AND stream IN (SELECT value FROM json_each(?))"
             params = (msgspec.json.encode(list(streams)).decode(),)
-        query = f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT {READ_PAGE}"
+        query = f"SELECT {columns} FROM events WHERE {where} ORDER BY position LIMIT {READ_PAGE}"
         while True:
             rows = await self._read(query, (last, limit, limit, *params))
             if rows:
-                yield [_record(row) for row in rows]
+                yield rows
             if len(rows) < READ_PAGE:
                 return
             last = rows[-1][0]

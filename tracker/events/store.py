@@ -11,7 +11,7 @@ from typing import Protocol
 
 import msgspec
 
-from tracker.events.records import Recorded
+from tracker.events.records import Recorded, ReplayRow
 from tracker.events.types import BaseEvent
 
 CommitListener = Callable[[Sequence[Recorded]], None]
@@ -67,10 +67,11 @@ class EventStore(Protocol):
         """Every event after `after` (up to `until`), in order, in constant memory."""
         ...
 
-    async def for_each(
-        self, callback: Callable[[Recorded], object], after: int = 0, until: int | None = None
+    async def replay(
+        self, callback: Callable[[ReplayRow], object], after: int = 0, until: int | None = None
     ) -> int:
-        """Call `callback` with every event after `after` (up to `until`), in order; count them."""
+        """Call `callback` with every event after `after` (up to `until`), in order, as the
+        lean `ReplayRow` a projection needs; return how many."""
         ...
 
     async def read_stream(self, stream: str) -> list[Recorded]:

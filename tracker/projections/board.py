@@ -5,7 +5,6 @@ from __future__ import annotations
 import msgspec
 
 from tracker.errors import CorruptLog
-from tracker.events.records import Recorded
 from tracker.events.types import TaskCreated, TaskDeleted, TaskUpdated
 
 TASK_STREAM_PREFIX = "task-"
@@ -86,26 +85,29 @@ class Board:
         owner = self.owners[task_id]
         return TaskChange(owner, task_id, self.task(owner, task_id))
 
-    def apply(self, recorded: Recorded, event: TaskCreated | TaskUpdated | TaskDeleted) -> str:
-        """Apply one task event; return the id of the task it changed."""
+    def apply(
+        self, event: TaskCreated | TaskUpdated | TaskDeleted, stream: str, version: int, at: str
+    ) -> str:
+        """Apply one task event (the `version` of `stream`, recorded `at`); return the id
+        of the task it changed."""
         if isinstance(event, TaskCreated):
             task = Task(
                 id=event.task_id,
                 title=event.title,
                 notes=event.notes,
                 done=False,
-                version=recorded.version,
-                created_at=recorded.recorded_at,
-                updated_at=recorded.recorded_at,
+                version=version,
+                created_at=at,
+                updated_at=at,
             )
             self.owners[event.task_id] = event.owner
             self.live[event.task_id] = task
             self.tasks.setdefault(event.owner, {})[event.task_id] = task
             return event.task_id
-        task_id = recorded.stream.removeprefix(TASK_STREAM_PREFIX)
+        task_id = stream.removeprefix(TASK_STREAM_PREFIX)
         if isinstance(event, TaskDeleted):
             if self.live.pop(task_id, None) is None:
-                raise _gone(recorded, task_id)
+                raise _gone(task_id)
             owner = self.owners[task_id]
             owned = self.tasks[owner]
             del owned[task_id]
@@ -114,17 +116,17 @@ class Board:
             return task_id
         changed = self.live.get(task_id)
         if changed is None:
-            raise _gone(recorded, task_id)
+            raise _gone(task_id)
         if event.title is not msgspec.UNSET:
             changed.title = event.title
         if event.notes is not msgspec.UNSET:
             changed.notes = event.notes
         if event.done is not msgspec.UNSET:
             changed.done = event.done
-        changed.version = recorded.version
-        changed.updated_at = recorded.recorded_at
+        changed.version = version
+        changed.updated_at = at
         return task_id
 
 
-def _gone(recorded: Recorded, task_id: str) -> CorruptLog:
-    return CorruptLog(f"event {recorded.position} changes task {task_id!r}, which is gone")
+def _gone(task_id: str) -> CorruptLog:
+    return CorruptLog(f"an event changes task {task_id!r}, which is gone")

@@ -15,7 +15,7 @@ import msgspec
 
 from tracker.errors import CorruptLog
 from tracker.events import codec
-from tracker.events.records import Recorded
+from tracker.events.records import Recorded, ReplayRow
 from tracker.events.store import EventStore, Snapshot
 from tracker.events.types import GuestStarted, TaskCreated, TaskDeleted, TaskUpdated
 from tracker.projections.board import Board, Task, TaskChange
@@ -72,20 +72,38 @@ class ReadModel:
 
     def apply(self, recorded: Recorded) -> str | None:
         """Apply one event, which must come right after `position`; return the task it changed."""
-        if recorded.position != self.position + 1:
-            raise CorruptLog(
-                f"event {recorded.position} applied after {self.position}: the log has a gap"
+        return self.apply_row(
+            (
+                recorded.position,
+                recorded.stream,
+                recorded.version,
+                recorded.type,
+                recorded.schema,
+                recorded.data,
+                recorded.recorded_at,
             )
-        event = codec.decode(recorded)
-        self.position = recorded.position
+        )
+
+    def apply_row(self, row: ReplayRow) -> str | None:
+        """`apply`, for the lean rows a replay reads."""
+        position, stream, version, type_, schema, data, recorded_at = row
+        if position != self.position + 1:
+            raise CorruptLog(f"event {position} applied after {self.position}: the log has a gap")
+        event = codec.decode_data(type_, schema, data, position)
         if isinstance(event, GuestStarted):
             self.identities.apply(event)
-            return None
-        return self.board.apply(recorded, event)
+            task_id = None
+        else:
+            try:
+                task_id = self.board.apply(event, stream, version, recorded_at)
+            except CorruptLog as exc:
+                raise CorruptLog(f"event {position}: {exc}") from exc
+        self.position = position
+        return task_id
 
     async def catch_up(self, store: EventStore, until: int | None = None) -> int:
         """Apply every event after `position` (up to `until`); return how many."""
-        return await store.for_each(self.apply, after=self.position, until=until)
+        return await store.replay(self.apply_row, after=self.position, until=until)
 
     # Snapshots
 
@@ -182,5 +200,5 @@ async def replay_board(records: AsyncIterable[Recorded]) -> Board:
     async for recorded in records:
         event = codec.decode(recorded)
         if isinstance(event, TaskCreated | TaskUpdated | TaskDeleted):
-            board.apply(recorded, event)
+            board.apply(event, recorded.stream, recorded.version, recorded.recorded_at)
     return board
