@@ -11,7 +11,7 @@ import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from tracker.auth import TokenService, load_or_create_secret
+from tracker.auth import Passwords, TokenService, load_or_create_secret
 from tracker.clock import Clock, system_clock
 from tracker.config import Settings
 from tracker.events.sqlite import SQLiteStore
@@ -43,7 +43,9 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Starlette:
                 "read model ready at position %d in %.3f s", model.position, clock() - started
             )
             store.add_listener(model.on_commit)
-            tracker = Tracker(store, model, tokens, clock)
+            passwords = Passwords(settings.bcrypt_rounds)
+            await passwords.prepare()
+            tracker = Tracker(store, model, tokens, passwords, clock)
             keeper = SnapshotKeeper(store, model, every=settings.snapshot_every)
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(keeper.run)

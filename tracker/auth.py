@@ -8,6 +8,8 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
+import anyio
+import bcrypt
 import jwt
 import msgspec
 
@@ -122,3 +124,33 @@ def load_or_create_secret(db_path: Path) -> str:
         "TRACKER_SECRET_KEY is not set: generated a signing key and kept it in %s", key_path
     )
     return key
+
+
+class Passwords:
+    """bcrypt at a configured cost, always in a worker thread (it is slow on purpose)."""
+
+    def __init__(self, rounds: int) -> None:
+        self._rounds = rounds
+        self._decoy: bytes | None = None
+
+    async def prepare(self) -> bytes:
+        """Make the decoy hash (at startup, so no login pays for it)."""
+        self._decoy = (await self.hash(secrets.token_urlsafe(16))).encode("ascii")
+        return self._decoy
+
+    async def hash(self, password: str) -> str:
+        """A new salted bcrypt hash of `password` (at most 72 bytes: checked before)."""
+        salt = bcrypt.gensalt(self._rounds)
+        hashed = await anyio.to_thread.run_sync(bcrypt.hashpw, password.encode(), salt)
+        return hashed.decode("ascii")
+
+    async def check(self, password: str, hashed: str | None) -> bool:
+        """Whether `password` matches `hashed`. Without a hash (an unknown username) the
+        same bcrypt work is done against a decoy, so both cost the same time."""
+        if hashed is None:
+            decoy = self._decoy or await self.prepare()
+            await anyio.to_thread.run_sync(bcrypt.checkpw, password.encode(), decoy)
+            return False
+        return await anyio.to_thread.run_sync(
+            bcrypt.checkpw, password.encode(), hashed.encode("ascii")
+        )

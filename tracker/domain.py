@@ -94,6 +94,44 @@ class UpdateTask(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             check_notes(self.notes)
 
 
+USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,32}$"
+PASSWORD_MIN_BYTES = 8
+PASSWORD_MAX_BYTES = 72
+"""bcrypt reads no more than 72 bytes: a longer password is refused, never truncated."""
+
+Username = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=3,
+        max_length=32,
+        pattern=USERNAME_PATTERN,
+        description="3 to 32 letters, digits, '_', '.' or '-'; unique whatever the case.",
+    ),
+]
+Password = Annotated[
+    str,
+    msgspec.Meta(
+        description=f"{PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes once encoded as UTF-8."
+    ),
+]
+
+
+class Credentials(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A username and password, to register or to log in."""
+
+    username: Username
+    password: Password
+
+    def __post_init__(self) -> None:
+        size = len(self.password.encode("utf-8", "surrogatepass"))
+        if not PASSWORD_MIN_BYTES <= size <= PASSWORD_MAX_BYTES:
+            raise Invalid(
+                "password",
+                f"must be {PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes of UTF-8"
+                f" (this one is {size})",
+            )
+
+
 def create_task(task_id: str, owner: str, command: CreateTask) -> list[TaskCreated]:
     """A new task always starts as written."""
     return [TaskCreated(task_id=task_id, owner=owner, title=command.title, notes=command.notes)]

@@ -29,6 +29,10 @@ class VersionConflict(DomainError):
         self.actual = actual
 
 
+class UsernameTaken(DomainError):
+    """Another account already has that username (whatever its case)."""
+
+
 class Invalid(DomainError):
     """A field's value breaks a rule of the contract."""
 
@@ -44,6 +48,18 @@ class BadRequest(TrackerError):
 
 class AuthError(TrackerError):
     """Missing, expired, revoked or forged credentials."""
+
+
+class InvalidCredentials(AuthError):
+    """Login failed: unknown username or wrong password (never saying which)."""
+
+
+class RateLimited(TrackerError):
+    """Too many failed attempts: try again after `retry_after` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed attempts: try again in {retry_after} s")
+        self.retry_after = retry_after
 
 
 class Forbidden(TrackerError):

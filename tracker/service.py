@@ -11,16 +11,37 @@ import base64
 import secrets
 from collections.abc import Callable, Sequence
 
-from tracker.auth import Claims, Principal, Session, TokenService
+from tracker.auth import Claims, Passwords, Principal, Session, TokenService
 from tracker.clock import Clock
-from tracker.domain import CreateTask, UpdateTask, create_task, delete_task, update_task
-from tracker.errors import AuthError, BadRequest, NotFound, VersionConflict
+from tracker.domain import (
+    CreateTask,
+    Credentials,
+    UpdateTask,
+    create_task,
+    delete_task,
+    update_task,
+)
+from tracker.errors import (
+    AuthError,
+    BadRequest,
+    InvalidCredentials,
+    NotFound,
+    UsernameTaken,
+    VersionConflict,
+)
 from tracker.events.records import Recorded
-from tracker.events.store import EventStore
-from tracker.events.types import BaseEvent, GuestStarted
+from tracker.events.store import Append, EventStore
+from tracker.events.types import (
+    BaseEvent,
+    GuestClaimed,
+    GuestStarted,
+    SessionRevoked,
+    UserRegistered,
+)
 from tracker.projections.board import Task, task_stream
-from tracker.projections.identity import principal_stream
+from tracker.projections.identity import principal_stream, username_stream
 from tracker.projections.model import ReadModel, replay_board
+from tracker.throttle import LoginThrottle
 
 ID_BYTES = 12
 MAX_ATTEMPTS = 1000
@@ -53,16 +74,58 @@ class Tracker:
         store: EventStore,
         model: ReadModel,
         tokens: TokenService,
+        passwords: Passwords,
         clock: Clock,
         make_id: Callable[[], str] | None = None,
     ) -> None:
         self.store = store
         self.model = model
         self.tokens = tokens
+        self.passwords = passwords
+        self.throttle = LoginThrottle(clock)
         self.clock = clock
         self._make_id = make_id or IdMaker()
 
     # Identity
+
+    async def register(self, credentials: Credentials, guest: Principal | None) -> Session:
+        """A new account; registering as a guest hands the guest's tasks to it."""
+        if self.model.identities.account(credentials.username) is not None:
+            raise UsernameTaken(f"the username {credentials.username!r} is taken")
+        password_hash = await self.passwords.hash(credentials.password)
+        user = Principal(id=self._make_id(), kind="user", username=credentials.username)
+        registered = UserRegistered(
+            principal_id=user.id, username=credentials.username, password_hash=password_hash
+        )
+        appends = [Append(username_stream(credentials.username), 0, [registered])]
+        if guest is not None and guest.kind == "guest":
+            claim = GuestClaimed(guest_id=guest.id, user_id=user.id)
+            appends.append(Append(principal_stream(guest.id), None, [claim]))
+        try:
+            await self.store.append_all(appends, user.id)
+        except VersionConflict:
+            raise UsernameTaken(f"the username {credentials.username!r} is taken") from None
+        return self.tokens.issue(user)
+
+    async def login(self, credentials: Credentials, address: str) -> Session:
+        """A session for the account, if the password is right and nobody is guessing."""
+        self.throttle.check(credentials.username, address)
+        account = self.model.identities.account(credentials.username)
+        hashed = account.password_hash if account is not None else None
+        if account is None or not await self.passwords.check(credentials.password, hashed):
+            self.throttle.failed(credentials.username, address)
+            raise InvalidCredentials("unknown username or wrong password")
+        self.throttle.succeeded(credentials.username)
+        return self.tokens.issue(
+            Principal(id=account.principal_id, kind="user", username=account.username)
+        )
+
+    async def logout(self, token: str) -> None:
+        """Revoke this session's token (other sessions of the principal live on)."""
+        claims = self.tokens.verify(token)
+        principal = self.principal_of(claims)
+        revoked = SessionRevoked(jti=claims.jti, expires_at=claims.exp)
+        await self.store.append(principal_stream(principal.id), None, [revoked], principal.id)
 
     async def start_guest(self) -> Session:
         """A new guest, recorded in the log, with a token."""
@@ -77,10 +140,14 @@ class Tracker:
         return self.principal_of(self.tokens.verify(token))
 
     def principal_of(self, claims: Claims) -> Principal:
-        """The principal named by verified claims, if the log knows it as that kind."""
-        if self.model.identities.kind_of(claims.sub) != claims.kind:
-            raise AuthError("unknown principal")
-        return Principal(id=claims.sub, kind=claims.kind)
+        """The principal named by verified claims, if the log knows it as that kind and
+        the token was not logged out."""
+        identities = self.model.identities
+        if identities.kind_of(claims.sub) != claims.kind or identities.is_revoked(claims.jti):
+            raise AuthError("invalid or expired token")
+        return Principal(
+            id=claims.sub, kind=claims.kind, username=identities.usernames.get(claims.sub)
+        )
 
     # Tasks: queries
 
@@ -105,9 +172,12 @@ class Tracker:
         """The principal's tasks as they stood right after event `position`."""
         if not 0 <= position <= self.model.position:
             raise BadRequest(f"as_of must be a position from 0 to {self.model.position}")
-        streams = self.model.board.streams_of(principal.id)
+        owners = self.model.identities.merged_into(principal.id)
+        streams = [stream for owner in owners for stream in self.model.board.streams_of(owner)]
+        streams.extend(principal_stream(owner) for owner in owners)
         past = await replay_board(self.store.read_all(until=position, streams=streams))
-        return past.tasks_of(principal.id)
+        # Before a guest registered, its tasks were its own: they are this user's now.
+        return [task for owner in owners for task in past.tasks_of(owner)]
 
     # Tasks: commands
 

@@ -15,14 +15,20 @@ from tracker.events import codec
 from tracker.events.types import (
     EVENT_TYPES,
     BaseEvent,
+    GuestClaimed,
     GuestStarted,
+    SessionRevoked,
     TaskCreated,
     TaskDeleted,
     TaskUpdated,
+    UserRegistered,
 )
 
 ONE_OF_EACH: list[BaseEvent] = [
     GuestStarted(principal_id="g1"),
+    UserRegistered(principal_id="u1", username="Ada", password_hash="$2b$04$abc"),
+    GuestClaimed(guest_id="g1", user_id="u1"),
+    SessionRevoked(jti="j1", expires_at=1_800_000_000),
     TaskCreated(task_id="t1", owner="g1", title="Buy milk", notes="2 litres"),
     TaskCreated(task_id="t2", owner="g1", title="No notes"),
     TaskUpdated(),

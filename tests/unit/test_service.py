@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.support import FakeClock, collect
-from tracker.auth import Principal, TokenService
+from tracker.auth import Passwords, Principal, TokenService
 from tracker.clock import system_clock
 from tracker.domain import CreateTask, UpdateTask
 from tracker.errors import AuthError, BadRequest, NotFound, VersionConflict
@@ -39,7 +39,7 @@ async def tracker(db_path: Path, clock: FakeClock) -> AsyncIterator[Tracker]:
         # Tokens on the wall clock: PyJWT checks `exp` against it whatever clock is injected
         # (see test_auth.py::test_verification_follows_the_injected_clock).
         tokens = TokenService(KEY, system_clock, guest_ttl=3600, user_ttl=600)
-        yield Tracker(store, model, tokens, clock, make_id=ids())
+        yield Tracker(store, model, tokens, Passwords(4), clock, make_id=ids())
 
 
 @pytest.fixture
@@ -314,7 +314,7 @@ async def test_replaying_the_log_gives_the_board_that_was_built_live(
         model = await ReadModel.build(store)
         store.add_listener(model.on_commit)
         tokens = TokenService(KEY, system_clock, guest_ttl=3600, user_ttl=600)
-        tracker = Tracker(store, model, tokens, clock, make_id=ids())
+        tracker = Tracker(store, model, tokens, Passwords(4), clock, make_id=ids())
         owners = [(await tracker.start_guest()).principal for _ in range(2)]
         created: list[tuple[Principal, str]] = []
         expected: dict[str, dict[str, dict[str, Any]]] = {owner.id: {} for owner in owners}

@@ -27,6 +27,29 @@ class GuestStarted(BaseEvent, frozen=True, tag=True):
     principal_id: str
 
 
+class UserRegistered(BaseEvent, frozen=True, tag=True):
+    """An account was created. Its stream is named after the lower-cased username,
+    which makes usernames unique; the password hash never leaves the server."""
+
+    principal_id: str
+    username: str
+    password_hash: str
+
+
+class GuestClaimed(BaseEvent, frozen=True, tag=True):
+    """A guest registered: its tasks, timers and history now belong to the user."""
+
+    guest_id: str
+    user_id: str
+
+
+class SessionRevoked(BaseEvent, frozen=True, tag=True):
+    """A session token was logged out; it stays refused until it would have expired."""
+
+    jti: str
+    expires_at: int
+
+
 # Tasks
 
 
@@ -51,9 +74,26 @@ class TaskDeleted(BaseEvent, frozen=True, tag=True):
     """A task was deleted. Its stream stays in the log; its history stays readable."""
 
 
-Event = GuestStarted | TaskCreated | TaskUpdated | TaskDeleted
+Event = (
+    GuestStarted
+    | UserRegistered
+    | GuestClaimed
+    | SessionRevoked
+    | TaskCreated
+    | TaskUpdated
+    | TaskDeleted
+)
 """Every event type; the union the codec decodes."""
 
 EVENT_TYPES: dict[str, type[BaseEvent]] = {
-    cls.__name__: cls for cls in (GuestStarted, TaskCreated, TaskUpdated, TaskDeleted)
+    cls.__name__: cls
+    for cls in (
+        GuestStarted,
+        UserRegistered,
+        GuestClaimed,
+        SessionRevoked,
+        TaskCreated,
+        TaskUpdated,
+        TaskDeleted,
+    )
 }

@@ -12,11 +12,18 @@ from starlette.routing import BaseRoute, Route
 
 from tracker.auth import Principal, Session
 from tracker.clock import format_timestamp
-from tracker.domain import CreateTask, UpdateTask
+from tracker.domain import CreateTask, Credentials, UpdateTask
 from tracker.errors import BadRequest, NotFound, VersionConflict
 from tracker.events.records import Recorded
 from tracker.http.encoding import json_response, read_json
-from tracker.http.session import authenticate, check_same_origin, set_session_cookie
+from tracker.http.session import (
+    authenticate,
+    authenticate_if_any,
+    check_same_origin,
+    clear_session_cookie,
+    credentials,
+    set_session_cookie,
+)
 from tracker.projections.board import Task, task_stream
 from tracker.service import Tracker
 
@@ -73,6 +80,30 @@ async def start_guest(request: Request) -> Response:
     check_same_origin(request, required=False)
     session = await tracker_of(request).start_guest()
     return session_response(request, session, 201)
+
+
+async def register(request: Request) -> Response:
+    tracker = tracker_of(request)
+    check_same_origin(request, required=False)
+    guest = authenticate_if_any(request, tracker)
+    command = await read_json(request, Credentials)
+    session = await tracker.register(command, guest)
+    return session_response(request, session, 201)
+
+
+async def login(request: Request) -> Response:
+    check_same_origin(request, required=False)
+    command = await read_json(request, Credentials)
+    address = request.client.host if request.client is not None else "unknown"
+    session = await tracker_of(request).login(command, address)
+    return session_response(request, session, 200)
+
+
+async def logout(request: Request) -> Response:
+    await tracker_of(request).logout(credentials(request))
+    response = Response(status_code=204)
+    clear_session_cookie(response, request, secure=cookie_secure(request))
+    return response
 
 
 async def me(request: Request) -> Response:
@@ -178,6 +209,9 @@ ROUTES: list[BaseRoute] = [  # the busiest first: the router tries them in order
     Route("/api/tasks/{task_id}", delete_task, methods=["DELETE"]),
     Route("/api/tasks/{task_id}/history", task_history, methods=["GET"]),
     Route("/api/auth/guest", start_guest, methods=["POST"]),
+    Route("/api/auth/register", register, methods=["POST"]),
+    Route("/api/auth/login", login, methods=["POST"]),
+    Route("/api/auth/logout", logout, methods=["POST"]),
     Route("/api/auth/me", me, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
 ]

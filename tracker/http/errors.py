@@ -17,10 +17,13 @@ from tracker.errors import (
     CorruptLog,
     Forbidden,
     Invalid,
+    InvalidCredentials,
     InvalidState,
     NotFound,
+    RateLimited,
     StorageError,
     TrackerError,
+    UsernameTaken,
     VersionConflict,
 )
 from tracker.http.encoding import HTTPProblem, json_response
@@ -51,10 +54,12 @@ class ErrorBody(msgspec.Struct, frozen=True):
 
 _STATUS: list[tuple[type[TrackerError], int, str]] = [
     (BadRequest, 400, "bad_request"),
+    (InvalidCredentials, 401, "invalid_credentials"),
     (AuthError, 401, "unauthorized"),
     (Forbidden, 403, "forbidden"),
     (NotFound, 404, "not_found"),
     (InvalidState, 409, "invalid_state"),
+    (UsernameTaken, 409, "username_taken"),
     (StorageError, 503, "unavailable"),
     (CorruptLog, 503, "unavailable"),
 ]
@@ -100,6 +105,10 @@ async def tracker_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, Invalid):
         return error_response(
             422, "validation_error", "the request is not valid", [Detail(exc.field, exc.message)]
+        )
+    if isinstance(exc, RateLimited):
+        return error_response(
+            429, "rate_limited", str(exc), headers={"Retry-After": str(exc.retry_after)}
         )
     if isinstance(exc, VersionConflict):
         return error_response(412, "version_conflict", _conflict_message(exc))

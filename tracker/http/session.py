@@ -16,7 +16,23 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def authenticate(connection: HTTPConnection, tracker: Tracker) -> Principal:
-    """The principal behind the request's credentials; AuthError without valid ones.
+    """The principal behind the request's credentials; AuthError without valid ones."""
+    return tracker.authenticate(credentials(connection))
+
+
+def authenticate_if_any(connection: HTTPConnection, tracker: Tracker) -> Principal | None:
+    """The principal behind the request's credentials, or None without valid ones.
+
+    A cookie sent by another site's page is still refused (Forbidden).
+    """
+    try:
+        return authenticate(connection, tracker)
+    except AuthError:
+        return None
+
+
+def credentials(connection: HTTPConnection) -> str:
+    """The request's token; AuthError without one.
 
     A bearer header wins over the cookie. A state-changing request that relies
     on the cookie must come from this site's own pages (see `check_same_origin`).
@@ -26,14 +42,13 @@ def authenticate(connection: HTTPConnection, tracker: Tracker) -> Principal:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthError("the Authorization header must be 'Bearer <token>'")
-        return tracker.authenticate(token.strip())
+        return token.strip()
     cookie = connection.cookies.get(COOKIE_NAME)
     if not cookie:
         raise AuthError("sign in, or start a guest session, first")
-    method = connection.scope.get("method", "GET")
-    if method not in SAFE_METHODS:
+    if connection.scope.get("method", "GET") not in SAFE_METHODS:
         check_same_origin(connection, required=True)
-    return tracker.authenticate(cookie)
+    return cookie
 
 
 def check_same_origin(connection: HTTPConnection, *, required: bool) -> None:

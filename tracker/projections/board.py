@@ -62,6 +62,8 @@ class Board:
         """task id -> owner, deleted tasks included (their history stays theirs)."""
         self.live: dict[str, Task] = {}
         """task id -> live task, whoever owns it."""
+        self.owned_ever: dict[str, list[str]] = {}
+        """owner -> every task id it ever had, deleted tasks included."""
 
     def tasks_of(self, owner: str) -> list[Task]:
         """The owner's live tasks, oldest first."""
@@ -78,7 +80,24 @@ class Board:
 
     def streams_of(self, owner: str) -> list[str]:
         """Every task stream the owner ever had, deleted tasks included."""
-        return [task_stream(task_id) for task_id, who in self.owners.items() if who == owner]
+        return [task_stream(task_id) for task_id in self.owned_ever.get(owner, ())]
+
+    def transfer(self, giver: str, taker: str) -> None:
+        """Give every task of `giver`, live or deleted, to `taker` (a guest registering)."""
+        given = self.owned_ever.pop(giver, [])
+        for task_id in given:
+            self.owners[task_id] = taker
+        self.owned_ever.setdefault(taker, []).extend(given)
+        self.tasks.setdefault(taker, {}).update(self.tasks.pop(giver, {}))
+        if not self.tasks[taker]:
+            del self.tasks[taker]
+
+    def index(self) -> None:
+        """Rebuild the derived indexes (`live`, `owned_ever`) from `tasks` and `owners`."""
+        self.live = {task.id: task for owned in self.tasks.values() for task in owned.values()}
+        self.owned_ever = {}
+        for task_id, owner in self.owners.items():
+            self.owned_ever.setdefault(owner, []).append(task_id)
 
     def change(self, task_id: str) -> TaskChange:
         """How a task now stands, for those told of changes."""
@@ -101,6 +120,7 @@ class Board:
                 updated_at=at,
             )
             self.owners[event.task_id] = event.owner
+            self.owned_ever.setdefault(event.owner, []).append(event.task_id)
             self.live[event.task_id] = task
             self.tasks.setdefault(event.owner, {})[event.task_id] = task
             return event.task_id

@@ -17,14 +17,14 @@ from tracker.errors import CorruptLog
 from tracker.events import codec
 from tracker.events.records import Recorded, ReplayRow
 from tracker.events.store import EventStore, Snapshot
-from tracker.events.types import GuestStarted, TaskCreated, TaskDeleted, TaskUpdated
+from tracker.events.types import GuestClaimed, TaskCreated, TaskDeleted, TaskUpdated
 from tracker.projections.board import Board, Task, TaskChange
-from tracker.projections.identity import Identities
+from tracker.projections.identity import Identities, IdentityEvent
 
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_NAME = "read-model"
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 """Bump whenever a projection changes what it derives: older snapshots are then rebuilt."""
 
 
@@ -35,7 +35,7 @@ class _State(msgspec.Struct, array_like=True):
     position: int
     tasks: list[tuple[str, Task]]
     owners: dict[str, str]
-    kinds: dict[str, str]
+    identities: Identities
 
 
 class ReadModel:
@@ -90,8 +90,10 @@ class ReadModel:
         if position != self.position + 1:
             raise CorruptLog(f"event {position} applied after {self.position}: the log has a gap")
         event = codec.decode_data(type_, schema, data, position)
-        if isinstance(event, GuestStarted):
+        if isinstance(event, IdentityEvent):
             self.identities.apply(event)
+            if isinstance(event, GuestClaimed):
+                self.board.transfer(event.guest_id, event.user_id)
             task_id = None
         else:
             try:
@@ -117,7 +119,7 @@ class ReadModel:
                 for task in owned.values()
             ],
             owners=self.board.owners,
-            kinds=self.identities.kinds,
+            identities=self.identities,
         )
         return msgspec.msgpack.encode(state)
 
@@ -129,9 +131,9 @@ class ReadModel:
         model.position = state.position
         for owner, task in state.tasks:
             model.board.tasks.setdefault(owner, {})[task.id] = task
-            model.board.live[task.id] = task
         model.board.owners = state.owners
-        model.identities.kinds = state.kinds
+        model.board.index()
+        model.identities = state.identities
         return model
 
     async def save_snapshot(self, store: EventStore) -> Snapshot | None:
@@ -201,4 +203,6 @@ async def replay_board(records: AsyncIterable[Recorded]) -> Board:
         event = codec.decode(recorded)
         if isinstance(event, TaskCreated | TaskUpdated | TaskDeleted):
             board.apply(event, recorded.stream, recorded.version, recorded.recorded_at)
+        elif isinstance(event, GuestClaimed):
+            board.transfer(event.guest_id, event.user_id)
     return board
