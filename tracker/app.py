@@ -15,7 +15,7 @@ from tracker.auth import Passwords, TokenService, load_or_create_secret
 from tracker.clock import Clock, system_clock
 from tracker.config import Settings
 from tracker.events.sqlite import SQLiteStore
-from tracker.http import api, pages
+from tracker.http import api, openapi, pages
 from tracker.http.errors import EXCEPTION_HANDLERS
 from tracker.http.middleware import EdgeMiddleware
 from tracker.projections.model import ReadModel
@@ -57,7 +57,7 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Starlette:
                 await keeper.save()
 
     return Starlette(
-        routes=[*api.ROUTES, *pages.ROUTES],
+        routes=[*api.ROUTES, *openapi.ROUTES, *pages.ROUTES],
         middleware=[Middleware(EdgeMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

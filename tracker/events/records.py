@@ -11,11 +11,11 @@ GENESIS_HASH = "0" * 64
 
 
 class Recorded(msgspec.Struct, frozen=True, gc=False):
-    """One event as the log holds it: its place, its data as stored bytes, its hash.
+    """One event of the log: its global position, its stream and version in it, its
+    type and schema version, its data, who caused it, when, and its chained hash."""
 
-    `data` is kept as the exact JSON bytes that were written, so reading and
-    re-serving an event never re-encodes it and its hash stays checkable.
-    """
+    # `data` keeps the exact JSON bytes that were written: serving an event never
+    # re-encodes it, and its hash stays checkable.
 
     position: int
     stream: str

@@ -27,11 +27,10 @@ class Timer(msgspec.Struct, kw_only=True, gc=False):
 
 
 class Task(msgspec.Struct, kw_only=True, gc=False):
-    """A task as the API returns it. `version` is its stream's version.
+    """A task. `version` grows by one with every event of the task (its ETag)."""
 
-    (`gc=False`: a task refers to no container that could lead back to it, so the
-    garbage collector need not track the hundreds of thousands a board holds.)
-    """
+    # gc=False: a task refers to nothing that could lead back to it, so the cycle
+    # collector need not track the hundreds of thousands a board holds.
 
     id: str
     title: str

@@ -1,0 +1,77 @@
+"""The OpenAPI document: complete, and true of the real server (checked by schemathesis)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.routing import Route
+
+from tests.integration.conftest import Server, ServerFactory
+from tracker.http import api, openapi
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    factory = ServerFactory(tmp_path_factory.mktemp("openapi"))
+    yield factory(TRACKER_BCRYPT_ROUNDS="4")
+    factory.close()
+
+
+def test_every_api_route_is_documented() -> None:
+    routes = {
+        (method.lower(), route.path)
+        for route in api.ROUTES
+        if isinstance(route, Route) and route.path.startswith("/api/")
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+    documented = {(operation.method, operation.path) for operation in openapi.OPERATIONS}
+    assert routes == documented
+
+
+def test_the_document_is_openapi_3_1_with_every_schema_it_refers_to(server: Server) -> None:
+    response = server.client().get("/api/openapi.json")
+
+    assert response.status_code == 200
+    document = response.json()
+    assert document["openapi"] == "3.1.0"
+    schemas = document["components"]["schemas"]
+    for name in ("Task", "Timer", "TaskList", "AuthResult", "Principal", "ErrorBody"):
+        assert name in schemas
+    text = response.text
+    for reference in {part.split('"')[0] for part in text.split("#/components/schemas/")[1:]}:
+        assert reference in schemas
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(
+    server: Server, tmp_path: Path
+) -> None:
+    st = shutil.which("st", path=str(Path(sys.executable).parent))
+    assert st is not None, "schemathesis is part of the test extra"
+    registered = server.client().post(
+        "/api/auth/register", json={"username": "schemathesis", "password": "long enough"}
+    )
+    token = registered.json()["access_token"]
+
+    result = subprocess.run(
+        [
+            st, "run", f"{server.url}/api/openapi.json",
+            "--header", f"Authorization: Bearer {token}",
+            # Logging out would revoke the token every other operation is tested with.
+            "--exclude-path", "/api/auth/logout",
+            "--checks", "not_a_server_error,status_code_conformance,"
+            "content_type_conformance,response_schema_conformance",
+            "--max-examples", "30",
+            "--seed", "1",
+        ],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stdout[-6000:]
+    assert "Traceback" not in server.log()
