@@ -75,3 +75,14 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(
 
     assert result.returncode == 0, result.stdout[-6000:]
     assert "Traceback" not in server.log()
+
+
+def test_the_api_page_shows_every_operation_and_schema(server: Server) -> None:
+    page = server.client().get("/docs")
+
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    for operation in openapi.OPERATIONS:
+        assert f"<code>{operation.path}</code>" in page.text
+    assert 'id="schema-Task"' in page.text
+    assert "cdn" not in page.text.lower()
