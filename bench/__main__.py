@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import http_read, http_write, replay, store_append
+from bench import http_read, http_write, login_load, replay, store_append
 from bench.common import RESULTS_DIR, Figure, Options
 
 Scenario = Callable[[Options], list[Figure]]
@@ -26,6 +26,7 @@ SCENARIOS: dict[str, Scenario] = {
     replay.NAME: replay.run,
     http_write.NAME: http_write.run,
     http_read.NAME: http_read.run,
+    login_load.NAME: login_load.run,
 }
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import anyio
 import bcrypt
@@ -14,11 +15,15 @@ import jwt
 import msgspec
 
 from tracker.clock import Clock
-from tracker.errors import AuthError
+from tracker.errors import AuthError, RateLimited
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 ALGORITHM = "HS256"
+MAX_WAITING = 64
+"""Password hashes allowed to wait for a worker before new ones are refused."""
 VERIFIED_CACHE_SIZE = 10_000
 Kind = Literal["user", "guest"]
 
@@ -127,11 +132,24 @@ def load_or_create_secret(db_path: Path) -> str:
 
 
 class Passwords:
-    """bcrypt at a configured cost, always in a worker thread (it is slow on purpose)."""
+    """bcrypt at a configured cost, in worker threads (it is slow on purpose).
 
-    def __init__(self, rounds: int) -> None:
+    At most one core less than the machine has hashes at a time, so the event
+    loop always keeps a core for everything else; past `MAX_WAITING` waiting
+    hashes, new ones are refused at once (429) instead of queueing for ever.
+    """
+
+    def __init__(self, rounds: int, workers: int | None = None) -> None:
         self._rounds = rounds
         self._decoy: bytes | None = None
+        self._limiter = anyio.CapacityLimiter(workers or max(1, (os.cpu_count() or 2) - 1))
+
+    async def _run(self, function: Callable[[bytes, bytes], T], password: str, other: bytes) -> T:
+        if self._limiter.statistics().tasks_waiting >= MAX_WAITING:
+            raise RateLimited(1)
+        return await anyio.to_thread.run_sync(
+            function, password.encode(), other, limiter=self._limiter
+        )
 
     async def prepare(self) -> bytes:
         """Make the decoy hash (at startup, so no login pays for it)."""
@@ -140,17 +158,13 @@ class Passwords:
 
     async def hash(self, password: str) -> str:
         """A new salted bcrypt hash of `password` (at most 72 bytes: checked before)."""
-        salt = bcrypt.gensalt(self._rounds)
-        hashed = await anyio.to_thread.run_sync(bcrypt.hashpw, password.encode(), salt)
+        hashed = await self._run(bcrypt.hashpw, password, bcrypt.gensalt(self._rounds))
         return hashed.decode("ascii")
 
     async def check(self, password: str, hashed: str | None) -> bool:
         """Whether `password` matches `hashed`. Without a hash (an unknown username) the
         same bcrypt work is done against a decoy, so both cost the same time."""
         if hashed is None:
-            decoy = self._decoy or await self.prepare()
-            await anyio.to_thread.run_sync(bcrypt.checkpw, password.encode(), decoy)
+            await self._run(bcrypt.checkpw, password, self._decoy or await self.prepare())
             return False
-        return await anyio.to_thread.run_sync(
-            bcrypt.checkpw, password.encode(), hashed.encode("ascii")
-        )
+        return await self._run(bcrypt.checkpw, password, hashed.encode("ascii"))
