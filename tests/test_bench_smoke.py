@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SCENARIOS = {"store-append", "replay", "http-write", "http-read"}
+SCENARIOS = {"store-append", "replay", "http-write", "http-read", "login-load"}
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ import jwt
 import msgspec
 
 from tracker.clock import Clock
+from tracker.config import ConfigError
 from tracker.errors import AuthError, RateLimited
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ALGORITHM = "HS256"
+MIN_KEY_LENGTH = 32
 MAX_WAITING = 64
 """Password hashes allowed to wait for a worker before new ones are refused."""
 VERIFIED_CACHE_SIZE = 10_000
@@ -109,25 +111,35 @@ class TokenService:
 def load_or_create_secret(db_path: Path) -> str:
     """The key kept beside the database, created (mode 0600) on first use.
 
+    It is written to a temporary file and linked into place, so a crash never
+    leaves a partial key; a key file that is too short is refused, not used.
     Blocking file I/O: call it from a worker thread.
     """
     key_path = db_path.with_name(db_path.name + ".secret")
-    try:
-        return key_path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    key = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it meanwhile
-        return key_path.read_text().strip()
-    with os.fdopen(fd, "w") as file:
-        file.write(key + "\n")
-        file.flush()
-        os.fsync(file.fileno())
-    logger.warning(
-        "TRACKER_SECRET_KEY is not set: generated a signing key and kept it in %s", key_path
-    )
+    if not key_path.exists():
+        key = secrets.token_urlsafe(48)
+        temporary = key_path.with_name(f"{key_path.name}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(key + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temporary, key_path)  # fails if another process linked one first
+            logger.warning(
+                "TRACKER_SECRET_KEY is not set: generated a signing key and kept it in %s",
+                key_path,
+            )
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
+    key = key_path.read_text().strip()
+    if len(key) < MIN_KEY_LENGTH:
+        raise ConfigError(
+            f"{key_path} holds no usable key (under {MIN_KEY_LENGTH} characters):"
+            " remove it to have a new one made, or set TRACKER_SECRET_KEY"
+        )
     return key
 
 

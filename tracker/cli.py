@@ -79,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrackerError as exc:
         print(f"tracker: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"tracker: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -166,7 +169,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def _events(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
-        async with SQLiteStore.open(settings.db, create=False) as store:
+        async with SQLiteStore.open(settings.db, create=False, exclusive=False) as store:
             after = args.after
             while True:
                 async for recorded in _read(store, after, args.stream):
@@ -199,7 +202,7 @@ def _print_line(line: bytes, out: TextIO = sys.stdout) -> None:
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
-        async with SQLiteStore.open(settings.db, create=False) as store:
+        async with SQLiteStore.open(settings.db, create=False, exclusive=False) as store:
             model = ReadModel()
             keep = _until(args.until)
             async for recorded in store.read_all():
@@ -237,7 +240,7 @@ def _until(text: str | None) -> Callable[[Recorded], bool]:
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
-        async with SQLiteStore.open(settings.db, create=False) as store:
+        async with SQLiteStore.open(settings.db, create=False, exclusive=False) as store:
             snapshot = await store.load_snapshot(SNAPSHOT_NAME)
             checker = ChainChecker()
             model = ReadModel()
@@ -277,7 +280,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
         target = None if out is not None else Path(args.file)
         if target is not None and target.exists():
             raise ConfigError(f"{target} exists: choose a new file for the backup")
-        async with SQLiteStore.open(settings.db, create=False) as store:
+        async with SQLiteStore.open(settings.db, create=False, exclusive=False) as store:
             lines = [_encoder.encode(ExportHeader(EXPORT_FORMAT, format_timestamp(system_clock())))]
             count, last = 0, None
             partial = target.with_name(target.name + ".partial") if target else None
@@ -358,6 +361,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
 async def _verified_chunks(stream: Any) -> AsyncIterator[list[Recorded]]:
     """The backup's events in chunks, each checked; BadEvent or CorruptLog at the first fault."""
     checker = ChainChecker()
+    model = ReadModel()  # the projections must accept the backup too, as `verify` demands
     line_number = 0
     header_seen = False
     trailer: ExportEnd | None = None
@@ -382,7 +386,8 @@ async def _verified_chunks(stream: Any) -> AsyncIterator[list[Recorded]]:
             recorded = _decode_line(line, line_number, Recorded)
             try:
                 checker.check(recorded)
-            except BadEvent as exc:
+                model.apply(recorded)
+            except CorruptLog as exc:
                 raise CorruptLog(f"line {line_number}: {exc}") from exc
             chunk.append(recorded)
             if len(chunk) >= IMPORT_CHUNK:

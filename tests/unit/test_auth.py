@@ -12,6 +12,7 @@ import pytest
 
 from tests.unit.support import FakeClock
 from tracker.auth import Principal, TokenService, load_or_create_secret
+from tracker.config import ConfigError
 from tracker.errors import AuthError
 
 KEY = "a-signing-key-that-is-long-enough-for-hs512-" + "k" * 40
@@ -193,9 +194,17 @@ def test_the_secret_is_created_once_and_then_reused(tmp_path: Path) -> None:
 
 
 def test_an_existing_secret_file_is_used_as_it_is(tmp_path: Path) -> None:
-    (tmp_path / "tracker.db.secret").write_text("my-own-key\n")
+    (tmp_path / "tracker.db.secret").write_text("my-own-key-of-at-least-32-characters\n")
 
-    assert load_or_create_secret(tmp_path / "tracker.db") == "my-own-key"
+    assert load_or_create_secret(tmp_path / "tracker.db") == "my-own-key-of-at-least-32-characters"
+
+
+@pytest.mark.parametrize("content", ["", "\n", "short-key"])
+def test_a_secret_file_without_a_usable_key_is_refused(tmp_path: Path, content: str) -> None:
+    (tmp_path / "tracker.db.secret").write_text(content)
+
+    with pytest.raises(ConfigError, match="no usable key"):
+        load_or_create_secret(tmp_path / "tracker.db")
 
 
 def test_each_database_gets_its_own_secret(tmp_path: Path) -> None:

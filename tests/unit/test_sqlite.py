@@ -293,13 +293,27 @@ async def test_commit_listeners_get_each_batch_in_position_order(store: SQLiteSt
     assert seen == [[1, 2], [3, 4]]
 
 
-async def test_a_failing_listener_does_not_fail_the_append(store: SQLiteStore) -> None:
+async def test_a_failing_listener_keeps_that_commit_and_refuses_later_writes(
+    store: SQLiteStore,
+) -> None:
     def broken(records: Sequence[Recorded]) -> None:
         raise RuntimeError("listener bug")
 
     store.add_listener(broken)
 
     assert len(await store.append("a", 0, marks("1"), "x")) == 1
+    with pytest.raises(StorageError, match="projection failed"):
+        await store.append("a", 1, marks("2"), "x")
+    assert store.head == 1
+
+
+async def test_a_second_writer_on_the_same_file_is_refused(db_path: Path) -> None:
+    async with SQLiteStore.open(db_path):
+        with pytest.raises(StorageError, match="in use"):
+            async with SQLiteStore.open(db_path):
+                pass
+        async with SQLiteStore.open(db_path, exclusive=False) as reader:
+            assert reader.head == 0
 
 
 # Reading
@@ -546,7 +560,10 @@ async def test_a_log_from_a_newer_tracker_is_refused(db_path: Path) -> None:
 async def test_a_second_store_on_the_same_file_is_noticed_and_the_append_decided_again(
     db_path: Path,
 ) -> None:
-    async with SQLiteStore.open(db_path) as first, SQLiteStore.open(db_path) as second:
+    async with (
+        SQLiteStore.open(db_path) as first,
+        SQLiteStore.open(db_path, exclusive=False) as second,  # bypassing the lock
+    ):
         await first.append("a", 0, marks("1"), "x")
         await first.append("b", 0, marks("2"), "x")  # learns b's version
         await second.append("b", None, marks("3"), "x")  # first's head and b are now stale

@@ -13,13 +13,14 @@ log is gap-free and in commit order.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import logging
 import sqlite3
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiosqlite
 import anyio
@@ -134,6 +135,8 @@ class SQLiteStore:
         self._open_batch = _Batch()
         self._wake_writer = anyio.Event()
         self._closing = False
+        self._broken: str | None = None
+        """Why appends are refused for good (the writer or a projection failed)."""
         self._checkpointer = reader
         self._checkpoint_due = anyio.Event()
         self._uncheckpointed = 0
@@ -142,13 +145,23 @@ class SQLiteStore:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, path: str | Path, clock: Clock = system_clock, *, create: bool = True
+        cls,
+        path: str | Path,
+        clock: Clock = system_clock,
+        *,
+        create: bool = True,
+        exclusive: bool = True,
     ) -> AsyncIterator[SQLiteStore]:
-        """Open (and create, if new) the log at `path`, run its writer, close it on exit."""
+        """Open (and create, if new) the log at `path`, run its writer, close it on exit.
+
+        `exclusive` (for anything that writes) holds a lock on the file while open:
+        two writers on one log would each miss the other's events.
+        """
         path = Path(path)
         if not create and not path.exists():
             raise CorruptLog(f"{path} does not exist")
         connections: list[aiosqlite.Connection] = []
+        lock = await anyio.to_thread.run_sync(_lock, path) if exclusive else None
         try:
             writer = await _connect(path, connections)
             await _prepare(writer, path, create=create)
@@ -166,6 +179,8 @@ class SQLiteStore:
             with anyio.CancelScope(shield=True):
                 for connection in reversed(connections):
                     await _close(connection)
+            if lock is not None:
+                lock.close()
 
     @property
     def head(self) -> int:
@@ -187,6 +202,8 @@ class SQLiteStore:
     async def append_all(self, appends: Sequence[Append], actor: str) -> list[Recorded]:
         if self._closing:
             raise StorageError("the event store is closed")
+        if self._broken is not None:
+            raise StorageError(f"the event store stopped taking writes: {self._broken}")
         pending = _Pending(appends, actor)
         batch = self._open_batch
         batch.items.append(pending)
@@ -383,6 +400,12 @@ class SQLiteStore:
             for pending in batch:
                 pending.error = pending.error or error
             return
+        except Exception as exc:  # a bug: refuse every write from now on, loudly
+            logger.exception("the writer failed")
+            self._broken = f"the writer failed ({exc!r})"
+            for pending in batch:
+                pending.error = StorageError(self._broken)
+            return
         if records:
             self._uncheckpointed += len(records)
             if self._uncheckpointed >= CHECKPOINT_EVENTS:
@@ -395,8 +418,13 @@ class SQLiteStore:
             for listener in self._listeners:
                 try:
                     listener(records)
-                except Exception:
-                    logger.exception("a commit listener failed")
+                except Exception as exc:
+                    # What listens (the read model) no longer matches the log: the
+                    # committed batch stands, but no write is taken until a restart
+                    # rebuilds it from the log.
+                    logger.exception("a commit listener failed: refusing writes from now on")
+                    self._broken = f"a projection failed at position {records[0].position}"
+                    self._broken += f" ({exc!r}); restart the server"
 
     def _decide(self, batch: list[_Pending]) -> tuple[list[tuple[Any, ...]], list[Recorded]]:
         """Check every append against the stream heads; record those that are accepted.
@@ -531,6 +559,20 @@ def _row(record: Recorded) -> tuple[Any, ...]:
         record.recorded_at,
         record.hash,
     )
+
+
+def _lock(path: Path) -> IO[bytes]:
+    """An exclusive `flock` on the database file, or `StorageError` if another process holds
+    it. (SQLite's own locks are `fcntl` byte ranges, which `flock` does not touch.)"""
+    handle = path.open("ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StorageError(
+            f"{path} is in use by another Tracker process (a server or an import)"
+        ) from None
+    return handle
 
 
 async def _connect(path: Path, opened: list[aiosqlite.Connection]) -> aiosqlite.Connection:

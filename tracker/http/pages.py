@@ -34,6 +34,8 @@ async def board(request: Request) -> Response:
     try:
         principal: Principal = authenticate(request, tracker)
     except AuthError:
+        if request.method == "HEAD":  # a probe, not a visitor: start no guest for it
+            return Response(headers={"Cache-Control": "no-store"}, media_type="text/html")
         session = await tracker.start_guest()
         principal = session.principal
     response = templates.TemplateResponse(

@@ -63,7 +63,12 @@ def check_same_origin(connection: HTTPConnection, *, required: bool) -> None:
         if required:
             raise Forbidden("cross-site request refused: no Origin or Referer header")
         return
-    if urlsplit(source).netloc.lower() != own_host(connection):
+    try:
+        netloc = urlsplit(source).netloc.lower()
+    except ValueError:
+        netloc = ""
+    host = own_host(connection)
+    if not host or netloc != host:
         raise Forbidden("cross-site request refused: Origin does not match this site")
 
 
