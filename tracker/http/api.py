@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import msgspec
@@ -26,6 +27,8 @@ from tracker.http.session import (
 )
 from tracker.projections.board import Task, task_stream
 from tracker.service import Tracker
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _POSITION = re.compile(r"[0-9]{1,18}")
@@ -201,17 +204,29 @@ def _position(text: str) -> int:
     return int(text)
 
 
+def by_method(**handlers: Endpoint) -> Endpoint:
+    """One endpoint for several methods of a path, so that a 405 names them all in `Allow`."""
+    if "GET" in handlers:
+        handlers.setdefault("HEAD", handlers["GET"])
+
+    async def endpoint(request: Request) -> Response:
+        return await handlers[request.method](request)
+
+    return endpoint
+
+
+def _route(path: str, **handlers: Endpoint) -> Route:
+    return Route(path, by_method(**handlers), methods=list(handlers))
+
+
 ROUTES: list[BaseRoute] = [  # the busiest first: the router tries them in order
-    Route("/api/tasks", create_task, methods=["POST"]),
-    Route("/api/tasks", list_tasks, methods=["GET"]),
-    Route("/api/tasks/{task_id}", update_task, methods=["PATCH"]),
-    Route("/api/tasks/{task_id}", get_task, methods=["GET"]),
-    Route("/api/tasks/{task_id}", delete_task, methods=["DELETE"]),
-    Route("/api/tasks/{task_id}/history", task_history, methods=["GET"]),
-    Route("/api/auth/guest", start_guest, methods=["POST"]),
-    Route("/api/auth/register", register, methods=["POST"]),
-    Route("/api/auth/login", login, methods=["POST"]),
-    Route("/api/auth/logout", logout, methods=["POST"]),
-    Route("/api/auth/me", me, methods=["GET"]),
-    Route("/healthz", healthz, methods=["GET"]),
+    _route("/api/tasks", POST=create_task, GET=list_tasks),
+    _route("/api/tasks/{task_id}", PATCH=update_task, GET=get_task, DELETE=delete_task),
+    _route("/api/tasks/{task_id}/history", GET=task_history),
+    _route("/api/auth/guest", POST=start_guest),
+    _route("/api/auth/register", POST=register),
+    _route("/api/auth/login", POST=login),
+    _route("/api/auth/logout", POST=logout),
+    _route("/api/auth/me", GET=me),
+    _route("/healthz", GET=healthz),
 ]

@@ -35,11 +35,6 @@ def json_response(
     return Response(_encoder.encode(content), status, headers, "application/json")
 
 
-def encode_json(content: Any) -> bytes:
-    """`content` as compact JSON bytes."""
-    return _encoder.encode(content)
-
-
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
 
 
