@@ -15,6 +15,7 @@ import anyio
 import msgspec
 
 from tracker import __version__
+from tracker.auth import load_or_create_secret
 from tracker.clock import format_timestamp, parse_timestamp, system_clock
 from tracker.config import ConfigError, Settings
 from tracker.errors import CorruptLog, TrackerError
@@ -144,6 +145,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Refuse what cannot work (a foreign or newer database, one in use, a bad key file)
+    # with one clear line here, before uvicorn would report it with a traceback.
+    _run(lambda: _preflight(settings))
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -162,6 +166,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server.run()
     return 0 if server.started else 1
+
+
+async def _preflight(settings: Settings) -> int:
+    async with SQLiteStore.open(settings.db):
+        pass
+    if settings.secret_key is None:
+        await anyio.to_thread.run_sync(load_or_create_secret, settings.db)
+    return 0
 
 
 # events
