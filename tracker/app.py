@@ -21,6 +21,7 @@ from tracker.http.middleware import EdgeMiddleware
 from tracker.projections.model import ReadModel
 from tracker.service import Tracker
 from tracker.snapshots import SnapshotKeeper
+from tracker.timers import TimerSupervisor
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,12 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Starlette:
             await passwords.prepare()
             tracker = Tracker(store, model, tokens, passwords, clock)
             keeper = SnapshotKeeper(store, model, every=settings.snapshot_every)
+            supervisor = TimerSupervisor(tracker, clock)
+            model.add_listener(supervisor.on_changes)
+            logger.info("%d running timers scheduled", supervisor.schedule_running())
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(keeper.run)
+                tasks.start_soon(supervisor.run)
                 try:
                     yield {"tracker": tracker, "cookie_secure": settings.cookie_secure}
                 finally:

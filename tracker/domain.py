@@ -11,9 +11,18 @@ from typing import Annotated, TypeVar
 
 import msgspec
 
-from tracker.errors import Invalid, NotFound, VersionConflict
-from tracker.events.types import TaskCreated, TaskDeleted, TaskUpdated
-from tracker.projections.board import Task, task_stream
+from tracker.errors import Invalid, InvalidState, NotFound, VersionConflict
+from tracker.events.types import (
+    TaskCreated,
+    TaskDeleted,
+    TaskUpdated,
+    TimerFinished,
+    TimerPaused,
+    TimerResumed,
+    TimerStarted,
+    TimerStopped,
+)
+from tracker.projections.board import RunClock, Task, task_stream
 
 TITLE_MAX = 200
 NOTES_MAX = 10_000
@@ -168,3 +177,66 @@ def _existing(task: Task | None, expected_version: int | None) -> Task:
 
 def _changed(current: T, wanted: T | msgspec.UnsetType) -> T | msgspec.UnsetType:
     return msgspec.UNSET if wanted is msgspec.UNSET or wanted == current else wanted
+
+
+# Timers
+
+MAX_DURATION = 604_800
+
+
+class StartTimer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Start a countdown on a task."""
+
+    duration_seconds: Annotated[
+        int, msgspec.Meta(ge=1, le=MAX_DURATION, description="1 second to 7 days.")
+    ]
+
+
+def start_timer(
+    task: Task | None, clock: RunClock | None, command: StartTimer, run: str, now: float
+) -> list[TimerStarted]:
+    """A new run, unless one is running or paused (a finished timer starts anew)."""
+    task = _existing(task, None)
+    if clock is not None:
+        raise InvalidState("the timer is already running or paused: stop it first")
+    at = round(now, 3)
+    return [
+        TimerStarted(
+            run=run,
+            duration_seconds=command.duration_seconds,
+            at=at,
+            ends_at=round(at + command.duration_seconds, 3),
+        )
+    ]
+
+
+def pause_timer(task: Task | None, clock: RunClock | None, now: float) -> list[TimerPaused]:
+    """Only a running countdown pauses."""
+    _existing(task, None)
+    if clock is None or clock.running_since is None:
+        raise InvalidState("the timer is not running")
+    return [TimerPaused(run=clock.run, at=round(now, 3))]
+
+
+def resume_timer(task: Task | None, clock: RunClock | None, now: float) -> list[TimerResumed]:
+    """Only a paused countdown resumes, with the time it had left."""
+    task = _existing(task, None)
+    if clock is None or clock.running_since is not None or task.timer is None:
+        raise InvalidState("the timer is not paused")
+    at = round(now, 3)
+    return [TimerResumed(run=clock.run, at=at, ends_at=round(at + task.timer.remaining_seconds, 3))]
+
+
+def stop_timer(task: Task | None, clock: RunClock | None, now: float) -> list[TimerStopped]:
+    """A running or paused countdown can always be stopped."""
+    _existing(task, None)
+    if clock is None:
+        raise InvalidState("there is no running or paused timer")
+    return [TimerStopped(run=clock.run, at=round(now, 3))]
+
+
+def finish_timer(clock: RunClock | None, run: str, due: float) -> list[TimerFinished]:
+    """The run that is still running and due at `due` finishes then; anything else is stale."""
+    if clock is None or clock.run != run or clock.running_since is None or clock.ends_at != due:
+        return []
+    return [TimerFinished(run=run, finished_at=due)]

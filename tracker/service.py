@@ -12,13 +12,19 @@ import secrets
 from collections.abc import Callable, Sequence
 
 from tracker.auth import Claims, Passwords, Principal, Session, TokenService
-from tracker.clock import Clock
+from tracker.clock import Clock, parse_timestamp
 from tracker.domain import (
     CreateTask,
     Credentials,
+    StartTimer,
     UpdateTask,
     create_task,
     delete_task,
+    finish_timer,
+    pause_timer,
+    resume_timer,
+    start_timer,
+    stop_timer,
     update_task,
 )
 from tracker.errors import (
@@ -38,7 +44,7 @@ from tracker.events.types import (
     SessionRevoked,
     UserRegistered,
 )
-from tracker.projections.board import Task, task_stream
+from tracker.projections.board import RunClock, Task, task_stream
 from tracker.projections.identity import principal_stream, username_stream
 from tracker.projections.model import ReadModel, replay_board
 from tracker.throttle import LoginThrottle
@@ -152,15 +158,16 @@ class Tracker:
     # Tasks: queries
 
     def tasks(self, principal: Principal) -> list[Task]:
-        """The principal's live tasks, oldest first."""
-        return self.model.board.tasks_of(principal.id)
+        """The principal's live tasks as they stand now, oldest first."""
+        board, now = self.model.board, self.clock()
+        return [board.view(task, now) for task in board.tasks_of(principal.id)]
 
     def task(self, principal: Principal, task_id: str) -> Task:
-        """One of the principal's tasks; NotFound for anyone else's."""
+        """One of the principal's tasks as it stands now; NotFound for anyone else's."""
         task = self.model.board.task(principal.id, task_id)
         if task is None:
             raise NotFound("no such task")
-        return task
+        return self.model.board.detached(task, self.clock())
 
     async def history(self, principal: Principal, task_id: str) -> list[Recorded]:
         """Every event of one of the principal's tasks, deleted or not."""
@@ -177,7 +184,13 @@ class Tracker:
         streams.extend(principal_stream(owner) for owner in owners)
         past = await replay_board(self.store.read_all(until=position, streams=streams))
         # Before a guest registered, its tasks were its own: they are this user's now.
-        return [task for owner in owners for task in past.tasks_of(owner)]
+        # A countdown running then is shown as it stood at that event's time.
+        at = await self._time_of(position)
+        return [past.view(task, at) for owner in owners for task in past.tasks_of(owner)]
+
+    async def _time_of(self, position: int) -> float:
+        event = await self.store.event_at(position) if position else None
+        return parse_timestamp(event.recorded_at) if event is not None else 0.0
 
     # Tasks: commands
 
@@ -195,7 +208,7 @@ class Tracker:
         await self._write(
             principal,
             task_id,
-            lambda task: update_task(task, command, if_match),
+            lambda task, _: update_task(task, command, if_match),
             retry=if_match is None,
         )
         return self.task(principal, task_id)
@@ -205,22 +218,71 @@ class Tracker:
         await self._write(
             principal,
             task_id,
-            lambda task: delete_task(task, if_match),
+            lambda task, _: delete_task(task, if_match),
             retry=if_match is None,
         )
+
+    # Timers
+
+    async def start_timer(self, principal: Principal, task_id: str, command: StartTimer) -> Task:
+        """Start a new countdown run on the task."""
+        run = self._make_id()
+        await self._write(
+            principal,
+            task_id,
+            lambda task, clock: start_timer(task, clock, command, run, self.clock()),
+        )
+        return self.task(principal, task_id)
+
+    async def pause_timer(self, principal: Principal, task_id: str) -> Task:
+        """Pause the running countdown."""
+        await self._write(
+            principal, task_id, lambda task, clock: pause_timer(task, clock, self.clock())
+        )
+        return self.task(principal, task_id)
+
+    async def resume_timer(self, principal: Principal, task_id: str) -> Task:
+        """Resume the paused countdown."""
+        await self._write(
+            principal, task_id, lambda task, clock: resume_timer(task, clock, self.clock())
+        )
+        return self.task(principal, task_id)
+
+    async def stop_timer(self, principal: Principal, task_id: str) -> Task:
+        """Stop the countdown; the task has no timer again."""
+        await self._write(
+            principal, task_id, lambda task, clock: stop_timer(task, clock, self.clock())
+        )
+        return self.task(principal, task_id)
+
+    async def finish_timer(self, task_id: str, run: str, due: float) -> bool:
+        """Finish `run` at its due time, if it is still running and due then (the supervisor's
+        call); whether it finished now."""
+        for _ in range(MAX_ATTEMPTS):
+            task = self.model.board.live.get(task_id)
+            events = finish_timer(self.model.board.clocks.get(task_id), run, due)
+            if task is None or not events:
+                return False
+            try:
+                await self.store.append(task_stream(task_id), task.version, events, "system")
+            except VersionConflict:
+                continue  # a pause or stop may have won the race: decide again
+            return True
+        return False
 
     async def _write(
         self,
         principal: Principal,
         task_id: str,
-        decide: Callable[[Task | None], Sequence[BaseEvent]],
+        decide: Callable[[Task | None, RunClock | None], Sequence[BaseEvent]],
         *,
-        retry: bool,
+        retry: bool = True,
     ) -> None:
         """Decide on the current state and append; decide again if another write won the race."""
+        board = self.model.board
         for _ in range(MAX_ATTEMPTS):
-            task = self.model.board.task(principal.id, task_id)
-            events = decide(task)
+            task = board.task(principal.id, task_id)
+            events = decide(task, board.clocks.get(task_id) if task is not None else None)
             if not events:
                 return
             assert task is not None  # decisions refuse a missing task

@@ -21,6 +21,11 @@ from tracker.events.types import (
     TaskCreated,
     TaskDeleted,
     TaskUpdated,
+    TimerFinished,
+    TimerPaused,
+    TimerResumed,
+    TimerStarted,
+    TimerStopped,
     UserRegistered,
 )
 
@@ -36,6 +41,11 @@ ONE_OF_EACH: list[BaseEvent] = [
     TaskUpdated(notes="", done=False),
     TaskUpdated(title="All", notes="of them", done=True),
     TaskDeleted(),
+    TimerStarted(run="r1", duration_seconds=60, at=1_800_000_000.123, ends_at=1_800_000_060.123),
+    TimerPaused(run="r1", at=1_800_000_010.5),
+    TimerResumed(run="r1", at=1_800_000_020.0, ends_at=1_800_000_069.623),
+    TimerStopped(run="r1", at=1_800_000_030.0),
+    TimerFinished(run="r2", finished_at=1_800_000_090.0),
 ]
 
 

@@ -74,6 +74,49 @@ class TaskDeleted(BaseEvent, frozen=True, tag=True):
     """A task was deleted. Its stream stays in the log; its history stays readable."""
 
 
+# Timers (on the task's stream; times are epoch seconds, to the millisecond)
+
+
+class TimerStarted(BaseEvent, frozen=True, tag=True):
+    """A countdown run began: it is due at `ends_at` unless paused or stopped first."""
+
+    run: str
+    duration_seconds: int
+    at: float
+    ends_at: float
+
+
+class TimerPaused(BaseEvent, frozen=True, tag=True):
+    """The running countdown was paused at `at`."""
+
+    run: str
+    at: float
+
+
+class TimerResumed(BaseEvent, frozen=True, tag=True):
+    """The paused countdown runs again from `at`; it is now due at `ends_at`."""
+
+    run: str
+    at: float
+    ends_at: float
+
+
+class TimerStopped(BaseEvent, frozen=True, tag=True):
+    """The countdown was stopped before it reached zero; the task has no timer again."""
+
+    run: str
+    at: float
+
+
+class TimerFinished(BaseEvent, frozen=True, tag=True):
+    """The countdown reached zero at `finished_at` (its due time, even if noticed later)."""
+
+    run: str
+    finished_at: float
+
+
+TimerEvent = TimerStarted | TimerPaused | TimerResumed | TimerStopped | TimerFinished
+
 Event = (
     GuestStarted
     | UserRegistered
@@ -82,6 +125,11 @@ Event = (
     | TaskCreated
     | TaskUpdated
     | TaskDeleted
+    | TimerStarted
+    | TimerPaused
+    | TimerResumed
+    | TimerStopped
+    | TimerFinished
 )
 """Every event type; the union the codec decodes."""
 
@@ -95,5 +143,10 @@ EVENT_TYPES: dict[str, type[BaseEvent]] = {
         TaskCreated,
         TaskUpdated,
         TaskDeleted,
+        TimerStarted,
+        TimerPaused,
+        TimerResumed,
+        TimerStopped,
+        TimerFinished,
     )
 }

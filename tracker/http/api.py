@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute, Route
 
 from tracker.auth import Principal, Session
 from tracker.clock import format_timestamp
-from tracker.domain import CreateTask, Credentials, UpdateTask
+from tracker.domain import CreateTask, Credentials, StartTimer, UpdateTask
 from tracker.errors import BadRequest, NotFound, VersionConflict
 from tracker.events.records import Recorded
 from tracker.http.encoding import json_response, read_json
@@ -160,6 +160,32 @@ async def task_history(request: Request) -> Response:
     return json_response(EventList(await tracker.history(principal, _task_id(request))))
 
 
+async def start_timer(request: Request) -> Response:
+    tracker = tracker_of(request)
+    principal = authenticate(request, tracker)
+    task_id = _task_id(request)
+    command = await read_json(request, StartTimer)
+    return task_response(await tracker.start_timer(principal, task_id, command))
+
+
+async def pause_timer(request: Request) -> Response:
+    tracker = tracker_of(request)
+    principal = authenticate(request, tracker)
+    return task_response(await tracker.pause_timer(principal, _task_id(request)))
+
+
+async def resume_timer(request: Request) -> Response:
+    tracker = tracker_of(request)
+    principal = authenticate(request, tracker)
+    return task_response(await tracker.resume_timer(principal, _task_id(request)))
+
+
+async def stop_timer(request: Request) -> Response:
+    tracker = tracker_of(request)
+    principal = authenticate(request, tracker)
+    return task_response(await tracker.stop_timer(principal, _task_id(request)))
+
+
 def task_response(task: Task, status: int = 200, location: str | None = None) -> Response:
     """A task, with its version as the ETag."""
     headers = {"ETag": f'"{task.version}"'}
@@ -223,6 +249,10 @@ ROUTES: list[BaseRoute] = [  # the busiest first: the router tries them in order
     _route("/api/tasks", POST=create_task, GET=list_tasks),
     _route("/api/tasks/{task_id}", PATCH=update_task, GET=get_task, DELETE=delete_task),
     _route("/api/tasks/{task_id}/history", GET=task_history),
+    _route("/api/tasks/{task_id}/timer/start", POST=start_timer),
+    _route("/api/tasks/{task_id}/timer/pause", POST=pause_timer),
+    _route("/api/tasks/{task_id}/timer/resume", POST=resume_timer),
+    _route("/api/tasks/{task_id}/timer/stop", POST=stop_timer),
     _route("/api/auth/guest", POST=start_guest),
     _route("/api/auth/register", POST=register),
     _route("/api/auth/login", POST=login),

@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from tracker import __version__
 from tracker.auth import Principal
-from tracker.domain import CreateTask, Credentials, UpdateTask
+from tracker.domain import CreateTask, Credentials, StartTimer, UpdateTask
 from tracker.http.api import AuthResult, EventList, Health, TaskList
 from tracker.http.errors import ErrorBody
 from tracker.projections.board import Task
@@ -83,6 +83,14 @@ OPERATIONS: tuple[Operation, ...] = (
               (401, 404, 412), parameters=(_TASK_ID, _IF_MATCH)),
     Operation("get", "/api/tasks/{task_id}/history", "A task's events, also once deleted", None,
               {200: EventList}, (401, 404), parameters=(_TASK_ID,)),
+    Operation("post", "/api/tasks/{task_id}/timer/start", "Start a countdown (a new run)",
+              StartTimer, {200: Task}, (401, 404, 409, 422), parameters=(_TASK_ID,)),
+    Operation("post", "/api/tasks/{task_id}/timer/pause", "Pause the running countdown", None,
+              {200: Task}, (401, 404, 409), parameters=(_TASK_ID,)),
+    Operation("post", "/api/tasks/{task_id}/timer/resume", "Resume the paused countdown", None,
+              {200: Task}, (401, 404, 409), parameters=(_TASK_ID,)),
+    Operation("post", "/api/tasks/{task_id}/timer/stop", "Stop the countdown", None,
+              {200: Task}, (401, 404, 409), parameters=(_TASK_ID,)),
 )  # fmt: skip
 
 _REASONS = {
@@ -93,7 +101,7 @@ _REASONS = {
     401: "Missing, expired, revoked or forged credentials",
     403: "Refused: a cookie-authenticated request from another site (CSRF)",
     404: "No such task (or another owner's)",
-    409: "Conflict",
+    409: "Conflict (a taken username, or a timer in the wrong state)",
     412: "If-Match does not match the current version",
     413: "Body over 64 KiB",
     415: "Body is not application/json",

@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import msgspec
 
+from tracker.clock import format_timestamp
 from tracker.errors import CorruptLog
-from tracker.events.types import TaskCreated, TaskDeleted, TaskUpdated
+from tracker.events.types import (
+    TaskCreated,
+    TaskDeleted,
+    TaskUpdated,
+    TimerEvent,
+    TimerFinished,
+    TimerPaused,
+    TimerResumed,
+    TimerStarted,
+    TimerStopped,
+)
+
+TaskEvent = TaskCreated | TaskUpdated | TaskDeleted | TimerEvent
 
 TASK_STREAM_PREFIX = "task-"
 
@@ -43,6 +56,15 @@ class Task(msgspec.Struct, kw_only=True, gc=False):
     timer: Timer | None = None
 
 
+class RunClock(msgspec.Struct, array_like=True, gc=False):
+    """What the supervisor and the views need of a timer run: which run, and while it
+    runs, since when and until when (epoch seconds)."""
+
+    run: str
+    running_since: float | None
+    ends_at: float
+
+
 class TaskChange(msgspec.Struct, frozen=True):
     """What one event did to a task: its owner, and the task now (None once deleted)."""
 
@@ -63,6 +85,8 @@ class Board:
         """task id -> live task, whoever owns it."""
         self.owned_ever: dict[str, list[str]] = {}
         """owner -> every task id it ever had, deleted tasks included."""
+        self.clocks: dict[str, RunClock] = {}
+        """task id -> its timer's current run, while running or paused."""
 
     def tasks_of(self, owner: str) -> list[Task]:
         """The owner's live tasks, oldest first."""
@@ -103,11 +127,9 @@ class Board:
         owner = self.owners[task_id]
         return TaskChange(owner, task_id, self.task(owner, task_id))
 
-    def apply(
-        self, event: TaskCreated | TaskUpdated | TaskDeleted, stream: str, version: int, at: str
-    ) -> str:
-        """Apply one task event (the `version` of `stream`, recorded `at`); return the id
-        of the task it changed."""
+    def apply(self, event: TaskEvent, stream: str, version: int, at: str) -> str:
+        """Apply one task or timer event (the `version` of `stream`, recorded `at`); return
+        the id of the task it changed."""
         if isinstance(event, TaskCreated):
             task = Task(
                 id=event.task_id,
@@ -127,6 +149,7 @@ class Board:
         if isinstance(event, TaskDeleted):
             if self.live.pop(task_id, None) is None:
                 raise _gone(task_id)
+            self.clocks.pop(task_id, None)
             owner = self.owners[task_id]
             owned = self.tasks[owner]
             del owned[task_id]
@@ -136,15 +159,73 @@ class Board:
         changed = self.live.get(task_id)
         if changed is None:
             raise _gone(task_id)
-        if event.title is not msgspec.UNSET:
-            changed.title = event.title
-        if event.notes is not msgspec.UNSET:
-            changed.notes = event.notes
-        if event.done is not msgspec.UNSET:
-            changed.done = event.done
+        if isinstance(event, TaskUpdated):
+            if event.title is not msgspec.UNSET:
+                changed.title = event.title
+            if event.notes is not msgspec.UNSET:
+                changed.notes = event.notes
+            if event.done is not msgspec.UNSET:
+                changed.done = event.done
+        else:
+            self._apply_timer(changed, event)
         changed.version = version
         changed.updated_at = at
         return task_id
+
+    def _apply_timer(self, task: Task, event: TimerEvent) -> None:
+        if isinstance(event, TimerStarted):
+            task.timer = Timer(
+                state="running",
+                duration_seconds=event.duration_seconds,
+                remaining_seconds=float(event.duration_seconds),
+                started_at=format_timestamp(event.at),
+                ends_at=format_timestamp(event.ends_at),
+            )
+            self.clocks[task.id] = RunClock(event.run, event.at, event.ends_at)
+            return
+        clock = self.clocks.get(task.id)
+        if clock is None or clock.run != event.run or task.timer is None:
+            raise CorruptLog(f"an event of timer run {event.run!r} that is not running")
+        timer = task.timer
+        if isinstance(event, TimerResumed):
+            timer.state, timer.ends_at = "running", format_timestamp(event.ends_at)
+            clock.running_since, clock.ends_at = event.at, event.ends_at
+            return
+        stopped_at = event.finished_at if isinstance(event, TimerFinished) else event.at
+        if clock.running_since is not None:
+            task.tracked_seconds = round(task.tracked_seconds + stopped_at - clock.running_since, 3)
+            timer.remaining_seconds = round(max(0.0, clock.ends_at - stopped_at), 3)
+        clock.running_since = None
+        timer.ends_at = None
+        if isinstance(event, TimerPaused):
+            timer.state = "paused"
+        elif isinstance(event, TimerStopped):
+            task.timer = None
+            del self.clocks[task.id]
+        else:
+            timer.state, timer.remaining_seconds = "finished", 0.0
+            timer.finished_at = format_timestamp(event.finished_at)
+            del self.clocks[task.id]
+
+    def detached(self, task: Task, now: float) -> Task:
+        """`view`, as a copy that later events will not change."""
+        viewed = self.view(task, now)
+        if viewed is not task:
+            return viewed
+        timer = msgspec.structs.replace(task.timer) if task.timer is not None else None
+        return msgspec.structs.replace(task, timer=timer)
+
+    def view(self, task: Task, now: float) -> Task:
+        """The task as it stands at `now`: a running countdown's remaining and tracked time
+        are computed from its due time, never counted, so they cannot drift."""
+        clock = self.clocks.get(task.id)
+        if clock is None or clock.running_since is None or task.timer is None:
+            return task
+        timer = msgspec.structs.replace(
+            task.timer, remaining_seconds=round(max(0.0, clock.ends_at - now), 3)
+        )
+        tracked = round(task.tracked_seconds + max(0.0, now - clock.running_since), 3)
+        return msgspec.structs.replace(task, tracked_seconds=tracked, timer=timer)
 
 
 def _gone(task_id: str) -> CorruptLog:

@@ -17,14 +17,14 @@ from tracker.errors import CorruptLog
 from tracker.events import codec
 from tracker.events.records import Recorded, ReplayRow
 from tracker.events.store import EventStore, Snapshot
-from tracker.events.types import GuestClaimed, TaskCreated, TaskDeleted, TaskUpdated
-from tracker.projections.board import Board, Task, TaskChange
+from tracker.events.types import GuestClaimed
+from tracker.projections.board import Board, RunClock, Task, TaskChange
 from tracker.projections.identity import Identities, IdentityEvent
 
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_NAME = "read-model"
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 3
 """Bump whenever a projection changes what it derives: older snapshots are then rebuilt."""
 
 
@@ -35,6 +35,7 @@ class _State(msgspec.Struct, array_like=True):
     position: int
     tasks: list[tuple[str, Task]]
     owners: dict[str, str]
+    clocks: dict[str, RunClock]
     identities: Identities
 
 
@@ -119,6 +120,7 @@ class ReadModel:
                 for task in owned.values()
             ],
             owners=self.board.owners,
+            clocks=self.board.clocks,
             identities=self.identities,
         )
         return msgspec.msgpack.encode(state)
@@ -132,6 +134,7 @@ class ReadModel:
         for owner, task in state.tasks:
             model.board.tasks.setdefault(owner, {})[task.id] = task
         model.board.owners = state.owners
+        model.board.clocks = state.clocks
         model.board.index()
         model.identities = state.identities
         return model
@@ -201,8 +204,8 @@ async def replay_board(records: AsyncIterable[Recorded]) -> Board:
     board = Board()
     async for recorded in records:
         event = codec.decode(recorded)
-        if isinstance(event, TaskCreated | TaskUpdated | TaskDeleted):
-            board.apply(event, recorded.stream, recorded.version, recorded.recorded_at)
-        elif isinstance(event, GuestClaimed):
+        if isinstance(event, GuestClaimed):
             board.transfer(event.guest_id, event.user_id)
+        elif not isinstance(event, IdentityEvent):
+            board.apply(event, recorded.stream, recorded.version, recorded.recorded_at)
     return board

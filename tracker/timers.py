@@ -1,0 +1,103 @@
+"""The timer supervisor: finishes every countdown run at its due time, whoever is watching.
+
+It keeps a heap of (due time, task, run) and one sleeper that wakes when the
+earliest due time comes or changes. A due run is finished by appending
+`TimerFinished` with the task's expected version, so a run paused, stopped or
+restarted meanwhile is never finished, and no run is finished twice. At
+startup every running run is scheduled; those that fell due while the server
+was down finish at once, with their true due time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import Sequence
+
+import anyio
+
+from tracker.clock import Clock
+from tracker.errors import TrackerError
+from tracker.projections.board import TaskChange
+from tracker.service import Tracker
+
+logger = logging.getLogger(__name__)
+
+RETRY_SECONDS = 1.0
+"""How long a finish that the store refused (say, a full disk) waits before trying again."""
+
+
+class TimerSupervisor:
+    """Schedules running timers and finishes them when due."""
+
+    def __init__(self, tracker: Tracker, clock: Clock) -> None:
+        self._tracker = tracker
+        self._clock = clock
+        self._heap: list[tuple[float, str, str]] = []
+        self._scheduled: set[tuple[float, str, str]] = set()
+        self._wake = anyio.Event()
+
+    def schedule_running(self) -> int:
+        """Schedule every run that is running now (at startup); return how many."""
+        clocks = self._tracker.model.board.clocks
+        for task_id, clock in clocks.items():
+            if clock.running_since is not None:
+                self.schedule(task_id, clock.run, clock.ends_at)
+        return len(self._heap)
+
+    def on_changes(self, changes: Sequence[TaskChange]) -> None:
+        """The read model's listener: schedule every run that a change set running."""
+        clocks = self._tracker.model.board.clocks
+        for change in changes:
+            clock = clocks.get(change.task_id)
+            if clock is not None and clock.running_since is not None:
+                self.schedule(change.task_id, clock.run, clock.ends_at)
+
+    def schedule(self, task_id: str, run: str, due: float) -> None:
+        """Finish `run` of the task at `due` (unless it stops running before)."""
+        entry = (due, task_id, run)
+        if entry in self._scheduled:
+            return
+        self._scheduled.add(entry)
+        heapq.heappush(self._heap, entry)
+        if self._heap[0] is entry:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """Runs scheduled and not yet due."""
+        return len(self._heap)
+
+    async def run(self) -> None:
+        """Finish runs as they fall due, for ever (until cancelled)."""
+        while True:
+            await self.finish_due()
+            self._wake = anyio.Event()
+            if not self._heap:
+                await self._wake.wait()
+                continue
+            with anyio.move_on_after(max(0.0, self._heap[0][0] - self._clock())):
+                await self._wake.wait()
+
+    async def finish_due(self) -> int:
+        """Finish every run due by now, concurrently (their appends share commits)."""
+        now = self._clock()
+        due: list[tuple[float, str, str]] = []
+        while self._heap and self._heap[0][0] <= now:
+            entry = heapq.heappop(self._heap)
+            self._scheduled.discard(entry)
+            due.append(entry)
+        if due:
+            async with anyio.create_task_group() as tasks:
+                for entry in due:
+                    tasks.start_soon(self._finish, entry)
+        return len(due)
+
+    async def _finish(self, entry: tuple[float, str, str]) -> None:
+        due, task_id, run = entry
+        try:
+            await self._tracker.finish_timer(task_id, run, due)
+        except TrackerError as exc:
+            logger.warning("could not finish timer run %s of task %s: %s", run, task_id, exc)
+            self.schedule(task_id, run, due)  # the heap keeps it; retry a little later
+            await anyio.sleep(RETRY_SECONDS)
