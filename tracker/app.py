@@ -15,9 +15,10 @@ from tracker.auth import Passwords, TokenService, load_or_create_secret
 from tracker.clock import Clock, system_clock
 from tracker.config import Settings
 from tracker.events.sqlite import SQLiteStore
-from tracker.http import api, openapi, pages
+from tracker.http import api, openapi, pages, ws
 from tracker.http.errors import EXCEPTION_HANDLERS
 from tracker.http.middleware import EdgeMiddleware
+from tracker.live import Hub
 from tracker.projections.model import ReadModel
 from tracker.service import Tracker
 from tracker.snapshots import SnapshotKeeper
@@ -50,19 +51,23 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Starlette:
             keeper = SnapshotKeeper(store, model, every=settings.snapshot_every)
             supervisor = TimerSupervisor(tracker, clock)
             model.add_listener(supervisor.on_changes)
+            hub = Hub(model, clock)
+            model.add_listener(hub.on_changes)
             logger.info("%d running timers scheduled", supervisor.schedule_running())
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(keeper.run)
                 tasks.start_soon(supervisor.run)
+                tasks.start_soon(hub.run_ticker)
                 try:
-                    yield {"tracker": tracker, "cookie_secure": settings.cookie_secure}
+                    yield {"tracker": tracker, "hub": hub, "cookie_secure": settings.cookie_secure}
                 finally:
+                    hub.close_all()
                     tasks.cancel_scope.cancel()
             with anyio.CancelScope(shield=True):
                 await keeper.save()
 
     return Starlette(
-        routes=[*api.ROUTES, *openapi.ROUTES, *pages.ROUTES],
+        routes=[*api.ROUTES, *openapi.ROUTES, *ws.ROUTES, *pages.ROUTES],
         middleware=[Middleware(EdgeMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

@@ -71,6 +71,8 @@ class TaskChange(msgspec.Struct, frozen=True):
     owner: str
     task_id: str
     task: Task | None
+    timer_finished: bool = False
+    """Whether its countdown reached zero in this change."""
 
 
 class Board:
@@ -122,10 +124,10 @@ class Board:
         for task_id, owner in self.owners.items():
             self.owned_ever.setdefault(owner, []).append(task_id)
 
-    def change(self, task_id: str) -> TaskChange:
+    def change(self, task_id: str, *, timer_finished: bool = False) -> TaskChange:
         """How a task now stands, for those told of changes."""
         owner = self.owners[task_id]
-        return TaskChange(owner, task_id, self.task(owner, task_id))
+        return TaskChange(owner, task_id, self.task(owner, task_id), timer_finished)
 
     def apply(self, event: TaskEvent, stream: str, version: int, at: str) -> str:
         """Apply one task or timer event (the `version` of `stream`, recorded `at`); return

@@ -60,12 +60,16 @@ class ReadModel:
 
     def apply_all(self, records: Iterable[Recorded]) -> list[TaskChange]:
         """Apply committed events in position order; tell listeners how each task now stands."""
-        changed: dict[str, None] = {}
+        changed: dict[str, bool] = {}  # task id -> whether its timer finished
         for recorded in records:
             task_id = self.apply(recorded)
             if task_id is not None:
-                changed[task_id] = None
-        changes = [self.board.change(task_id) for task_id in changed]
+                finished = recorded.type == "TimerFinished"
+                changed[task_id] = changed.get(task_id, False) or finished
+        changes = [
+            self.board.change(task_id, timer_finished=finished)
+            for task_id, finished in changed.items()
+        ]
         if changes:
             for listener in self._listeners:
                 listener(changes)
