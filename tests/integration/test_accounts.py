@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -231,3 +232,51 @@ def test_no_response_ever_carries_a_password_hash(server: Server) -> None:
     for body in bodies:
         assert "$2b$" not in body
     assert "$2b$" not in server.log()
+
+
+def test_a_guest_registering_keeps_its_running_timer_which_still_finishes(
+    server: Server,
+) -> None:
+    guest = server.guest()
+    task = guest.create("brew")
+    guest.client.post(f"/api/tasks/{task['id']}/timer/start", json={"duration_seconds": 2})
+
+    user = server.client(token_of(register(server, new_name(), token=guest.token)))
+    running = user.get(f"/api/tasks/{task['id']}").json()
+    assert running["timer"]["state"] == "running"
+
+    time.sleep(2.5)
+    finished = user.get(f"/api/tasks/{task['id']}").json()
+    assert finished["timer"]["state"] == "finished"
+    assert finished["tracked_seconds"] == 2
+
+
+@pytest.mark.parametrize(
+    ("owner_kind", "intruder_kind"),
+    [("guest", "guest"), ("user", "user"), ("user", "guest"), ("guest", "user")],
+)
+def test_ownership_matrix(server: Server, owner_kind: str, intruder_kind: str) -> None:
+    def principal(kind: str) -> httpx.Client:
+        if kind == "guest":
+            return server.guest().client
+        return server.client(token_of(register(server, new_name(kind))))
+
+    owner, intruder = principal(owner_kind), principal(intruder_kind)
+    task = owner.post("/api/tasks", json={"title": "mine"}).json()
+    owner.post(f"/api/tasks/{task['id']}/timer/start", json={"duration_seconds": 60})
+    base = f"/api/tasks/{task['id']}"
+    attempts = [
+        intruder.get(base),
+        intruder.patch(base, json={"title": "theirs"}),
+        intruder.get(f"{base}/history"),
+        intruder.post(f"{base}/timer/start", json={"duration_seconds": 5}),
+        intruder.post(f"{base}/timer/pause"),
+        intruder.post(f"{base}/timer/resume"),
+        intruder.post(f"{base}/timer/stop"),
+        intruder.delete(base),
+    ]
+    for response in attempts:
+        error_of(response, 404, "not_found")
+        assert "mine" not in response.text
+    assert intruder.get("/api/tasks").json()["tasks"] == []
+    assert owner.get(base).json()["timer"]["state"] == "running"
