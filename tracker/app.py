@@ -53,6 +53,7 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Starlette:
             model.add_listener(supervisor.on_changes)
             hub = Hub(model, clock)
             model.add_listener(hub.on_changes)
+            app.state.hub = hub  # for the server's shutdown: sockets close with 1001
             logger.info("%d running timers scheduled", supervisor.schedule_running())
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(keeper.run)

@@ -160,7 +160,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         timeout_graceful_shutdown=10,
         ws_max_size=4096,
     )
-    server = uvicorn.Server(config)
+    server = _server_class()(config)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler it
     # found: make that one a no-op, so a graceful stop exits 0 rather than -15.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
@@ -174,6 +174,24 @@ async def _preflight(settings: Settings) -> int:
     if settings.secret_key is None:
         await anyio.to_thread.run_sync(load_or_create_secret, settings.db)
     return 0
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn, but live sockets are closed with 1001 (going away) before it closes
+        the rest of its connections (it would say 1012, service restart)."""
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            app = self.config.app
+            hub = getattr(getattr(app, "state", None), "hub", None)
+            if hub is not None and hub.connections:
+                hub.close_all()
+                await anyio.sleep(0.2)  # let each socket send its close frame
+            await super().shutdown(sockets)
+
+    return Server
 
 
 # events

@@ -102,3 +102,14 @@ def test_a_frame_over_4_kib_closes_with_1009(server: Server, guest: Guest) -> No
 
 def _seconds(timestamp: str) -> float:
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_graceful_stop_closes_live_sockets_with_1001(start_server: Any) -> None:
+    server: Server = start_server()
+    guest = server.guest()
+    with live(server, guest.token) as socket:
+        receive(socket)
+        assert server.process is not None
+        server.process.terminate()
+        assert closing_code(socket) == 1001
+    assert server.process.wait(timeout=10) == 0
