@@ -91,6 +91,7 @@ class Hub:
             async with receive:
                 yield send, receive
         finally:
+            send.close()
             self._drop(principal_id, send)
 
     def reply(self, principal_id: str, outbox: Outbox, message: bytes) -> None:
