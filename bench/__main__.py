@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import http_read, http_write, login_load, replay, store_append
+from bench import http_read, http_write, login_load, replay, store_append, timers_scale, ws_fanout
 from bench.common import RESULTS_DIR, Figure, Options
 
 Scenario = Callable[[Options], list[Figure]]
@@ -27,6 +27,8 @@ SCENARIOS: dict[str, Scenario] = {
     http_write.NAME: http_write.run,
     http_read.NAME: http_read.run,
     login_load.NAME: login_load.run,
+    ws_fanout.NAME: ws_fanout.run,
+    timers_scale.NAME: timers_scale.run,
 }
 
 

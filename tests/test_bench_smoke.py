@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SCENARIOS = {"store-append", "replay", "http-write", "http-read", "login-load"}
+SCENARIOS = {
+    "store-append",
+    "replay",
+    "http-write",
+    "http-read",
+    "login-load",
+    "ws-fanout",
+    "timers-scale",
+}
 
 
 @pytest.mark.slow

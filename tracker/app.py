@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -55,17 +56,26 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Starlette:
             model.add_listener(hub.on_changes)
             app.state.hub = hub  # for the server's shutdown: sockets close with 1001
             logger.info("%d running timers scheduled", supervisor.schedule_running())
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(keeper.run)
-                tasks.start_soon(supervisor.run)
-                tasks.start_soon(hub.run_ticker)
-                try:
-                    yield {"tracker": tracker, "hub": hub, "cookie_secure": settings.cookie_secure}
-                finally:
-                    hub.close_all()
-                    tasks.cancel_scope.cancel()
-            with anyio.CancelScope(shield=True):
-                await keeper.save()
+            # What startup built lives as long as the process: keep the cycle collector
+            # from walking it again and again under load.
+            gc.freeze()
+            try:
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(keeper.run)
+                    tasks.start_soon(supervisor.run)
+                    tasks.start_soon(hub.run_ticker)
+                    try:
+                        yield {
+                            "tracker": tracker,
+                            "hub": hub,
+                            "cookie_secure": settings.cookie_secure,
+                        }
+                    finally:
+                        hub.close_all()
+                        tasks.cancel_scope.cancel()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await keeper.save()
 
     return Starlette(
         routes=[*api.ROUTES, *openapi.ROUTES, *ws.ROUTES, *pages.ROUTES],

@@ -131,7 +131,10 @@ class Hub:
     async def run_ticker(self) -> None:
         """One `tick` a second to every subscribed principal with a running timer."""
         while True:
-            await anyio.sleep(TICK_SECONDS - self._clock() % TICK_SECONDS)
+            target = (self._clock() // TICK_SECONDS + 1) * TICK_SECONDS
+            await anyio.sleep(target - self._clock())
+            if (early := target - self._clock()) > 0:  # a sleep may end a little early
+                await anyio.sleep(early)
             self.tick()
 
     def tick(self) -> None:

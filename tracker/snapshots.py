@@ -58,8 +58,12 @@ class SnapshotKeeper:
         try:
             snapshot = await self._model.save_snapshot(self._store)
         except TrackerError as exc:
-            logger.warning("could not save a snapshot: %s", exc)
-            return
+            logger.warning("could not save a snapshot (%s): trying once more", exc)
+            try:
+                snapshot = await self._model.save_snapshot(self._store)
+            except TrackerError as again:
+                logger.warning("could not save a snapshot: %s", again)
+                return
         if snapshot is not None:
             self._saved_at = snapshot.position
             logger.info("snapshot saved at position %d", snapshot.position)

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 
 import anyio
+import anyio.lowlevel
 
 from tracker.clock import Clock
 from tracker.errors import TrackerError
@@ -89,8 +90,10 @@ class TimerSupervisor:
             due.append(entry)
         if due:
             async with anyio.create_task_group() as tasks:
-                for entry in due:
+                for number, entry in enumerate(due, start=1):
                     tasks.start_soon(self._finish, entry)
+                    if number % 100 == 0:  # let other requests in while thousands fall due
+                        await anyio.lowlevel.checkpoint()
         return len(due)
 
     async def _finish(self, entry: tuple[float, str, str]) -> None:
