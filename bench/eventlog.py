@@ -62,19 +62,27 @@ def generate(path: Path, size: int) -> None:
     connection = sqlite3.connect(path, isolation_level=None)
     try:
         connection.execute("PRAGMA synchronous = OFF")  # a cache: durability does not matter
-        columns = "position, stream, version, type, schema, data, actor, recorded_at, hash"
-        insert = f"INSERT INTO events ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        rows = _rows(size)
-        while True:
-            connection.execute("BEGIN")
-            chunk = [row for _, row in zip(range(TRANSACTION), rows, strict=False)]
-            connection.executemany(insert, chunk)
-            connection.execute("COMMIT")
-            if len(chunk) < TRANSACTION:
-                break
+        write_rows(connection, _rows(size))
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         connection.close()
+
+
+INSERT = (
+    "INSERT INTO events (position, stream, version, type, schema, data, actor, recorded_at, hash)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def write_rows(connection: sqlite3.Connection, rows: Iterator[tuple[Any, ...]]) -> None:
+    """Insert event rows `TRANSACTION` at a time (the connection is in autocommit mode)."""
+    while True:
+        connection.execute("BEGIN")
+        chunk = [row for _, row in zip(range(TRANSACTION), rows, strict=False)]
+        connection.executemany(INSERT, chunk)
+        connection.execute("COMMIT")
+        if len(chunk) < TRANSACTION:
+            return
 
 
 def _rows(size: int) -> Iterator[tuple[Any, ...]]:

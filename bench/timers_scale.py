@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 
 from bench.common import Figure, Goal, Options
-from bench.eventlog import create_empty_log
+from bench.eventlog import INSERT, create_empty_log, write_rows
 from bench.servers import request, tracker_server
 from bench.ws_fanout import log_problems, percentile
 from tracker.clock import format_timestamp, parse_timestamp
@@ -44,7 +44,6 @@ LONG_SECONDS = 604_800
 DUE_DURATION = 60
 """The due timers started this long before their due second."""
 SEED = 20261125
-TRANSACTION = 100_000
 TIMEOUT = 30.0
 """Seconds after the due second to give up waiting for the finishes."""
 SETTLE = 1.0
@@ -157,20 +156,11 @@ def _write_log(path: Path, size: Size) -> tuple[int, list[str], int]:
     rng = random.Random(SEED)
     log = _Log()
     due_tasks: list[tuple[str, str]] = []  # (task id, owner)
-    columns = "position, stream, version, type, schema, data, actor, recorded_at, hash"
-    insert = f"INSERT INTO events ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
     connection = sqlite3.connect(path, isolation_level=None)
     try:
         connection.execute("PRAGMA synchronous = OFF")  # a scratch file
         start = time.time() - 3600  # the bulk of the log was written an hour ago
-        bulk = _bulk(rng, log, size, start, due_tasks)
-        while True:
-            connection.execute("BEGIN")
-            chunk = [row for _, row in zip(range(TRANSACTION), bulk, strict=False)]
-            connection.executemany(insert, chunk)
-            connection.execute("COMMIT")
-            if len(chunk) < TRANSACTION:
-                break
+        write_rows(connection, _bulk(rng, log, size, start, due_tasks))
         # The due timers last, so that their due second is a known time after the writing.
         due_second = math.ceil(time.time() + size.lead)
         at = float(due_second - DUE_DURATION)
@@ -182,7 +172,7 @@ def _write_log(path: Path, size: Size) -> tuple[int, list[str], int]:
                 run=_new_id(rng), duration_seconds=DUE_DURATION, at=at, ends_at=float(due_second)
             )
             streams.append(task_stream(task_id))
-            connection.execute(insert, log.row(streams[-1], 2, event, owner, recorded_at))
+            connection.execute(INSERT, log.row(streams[-1], 2, event, owner, recorded_at))
         connection.execute("COMMIT")
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:

@@ -168,22 +168,18 @@ async def start_timer(request: Request) -> Response:
     return task_response(await tracker.start_timer(principal, task_id, command))
 
 
-async def pause_timer(request: Request) -> Response:
-    tracker = tracker_of(request)
-    principal = authenticate(request, tracker)
-    return task_response(await tracker.pause_timer(principal, _task_id(request)))
+TimerAction = Callable[[Tracker, Principal, str], Awaitable[Task]]
 
 
-async def resume_timer(request: Request) -> Response:
-    tracker = tracker_of(request)
-    principal = authenticate(request, tracker)
-    return task_response(await tracker.resume_timer(principal, _task_id(request)))
+def timer_endpoint(action: TimerAction) -> Endpoint:
+    """The endpoint of a bodiless timer command (pause, resume, stop)."""
 
+    async def endpoint(request: Request) -> Response:
+        tracker = tracker_of(request)
+        principal = authenticate(request, tracker)
+        return task_response(await action(tracker, principal, _task_id(request)))
 
-async def stop_timer(request: Request) -> Response:
-    tracker = tracker_of(request)
-    principal = authenticate(request, tracker)
-    return task_response(await tracker.stop_timer(principal, _task_id(request)))
+    return endpoint
 
 
 def task_response(task: Task, status: int = 200, location: str | None = None) -> Response:
@@ -250,9 +246,9 @@ ROUTES: list[BaseRoute] = [  # the busiest first: the router tries them in order
     _route("/api/tasks/{task_id}", PATCH=update_task, GET=get_task, DELETE=delete_task),
     _route("/api/tasks/{task_id}/history", GET=task_history),
     _route("/api/tasks/{task_id}/timer/start", POST=start_timer),
-    _route("/api/tasks/{task_id}/timer/pause", POST=pause_timer),
-    _route("/api/tasks/{task_id}/timer/resume", POST=resume_timer),
-    _route("/api/tasks/{task_id}/timer/stop", POST=stop_timer),
+    _route("/api/tasks/{task_id}/timer/pause", POST=timer_endpoint(Tracker.pause_timer)),
+    _route("/api/tasks/{task_id}/timer/resume", POST=timer_endpoint(Tracker.resume_timer)),
+    _route("/api/tasks/{task_id}/timer/stop", POST=timer_endpoint(Tracker.stop_timer)),
     _route("/api/auth/guest", POST=start_guest),
     _route("/api/auth/register", POST=register),
     _route("/api/auth/login", POST=login),
