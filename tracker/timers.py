@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 import anyio.lowlevel
@@ -31,9 +32,15 @@ RETRY_SECONDS = 1.0
 class TimerSupervisor:
     """Schedules running timers and finishes them when due."""
 
-    def __init__(self, tracker: Tracker, clock: Clock) -> None:
+    def __init__(
+        self,
+        tracker: Tracker,
+        clock: Clock,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
         self._tracker = tracker
         self._clock = clock
+        self._sleep = sleep
         self._heap: list[tuple[float, str, str]] = []
         self._scheduled: set[tuple[float, str, str]] = set()
         self._wake = anyio.Event()
@@ -70,15 +77,24 @@ class TimerSupervisor:
         return len(self._heap)
 
     async def run(self) -> None:
-        """Finish runs as they fall due, for ever (until cancelled)."""
+        """Finish runs as they fall due, for ever (until cancelled).
+
+        Between due times it waits for whichever comes first: the earliest due
+        time (through the injected `sleep`), or a new run due even earlier.
+        """
         while True:
             await self.finish_due()
-            self._wake = anyio.Event()
-            if not self._heap:
-                await self._wake.wait()
-                continue
-            with anyio.move_on_after(max(0.0, self._heap[0][0] - self._clock())):
-                await self._wake.wait()
+            self._wake = wake = anyio.Event()
+            delay = self._heap[0][0] - self._clock() if self._heap else math.inf
+            async with anyio.create_task_group() as alarm:
+                if delay < math.inf:
+                    alarm.start_soon(self._ring, wake, max(0.0, delay))
+                await wake.wait()
+                alarm.cancel_scope.cancel()
+
+    async def _ring(self, wake: anyio.Event, delay: float) -> None:
+        await self._sleep(delay)
+        wake.set()
 
     async def finish_due(self) -> int:
         """Finish every run due by now, concurrently (their appends share commits)."""

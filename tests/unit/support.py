@@ -7,6 +7,7 @@ from collections.abc import AsyncIterable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
 import msgspec
 
 from tracker.events import codec
@@ -23,16 +24,28 @@ Row = list[Any]
 
 
 class FakeClock:
-    """A clock that stands still until a test moves it."""
+    """A clock that stands still until a test moves it, and a `sleep` that follows it."""
 
     def __init__(self, now: float = START) -> None:
         self.now = now
+        self._moved: anyio.Event | None = None
 
     def __call__(self) -> float:
         return self.now
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+        if self._moved is not None:
+            self._moved.set()
+            self._moved = None
+
+    async def sleep(self, seconds: float) -> None:
+        """Return once the clock has been moved `seconds` on."""
+        deadline = self.now + seconds
+        while self.now < deadline:
+            if self._moved is None:
+                self._moved = anyio.Event()
+            await self._moved.wait()
 
 
 def record(

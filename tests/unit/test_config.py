@@ -106,7 +106,11 @@ def test_a_dotenv_file_is_read(tmp_path: Path) -> None:
 
     settings = Settings.from_env(environ={}, env_file=env_file)
 
-    assert (settings.port, settings.admins, settings.db) == (8080, {"ada"}, Path("local.db"))
+    assert (settings.port, settings.admins, settings.db) == (
+        8080,
+        frozenset({"ada"}),
+        Path("local.db"),
+    )
 
 
 def test_the_environment_wins_over_the_dotenv_file(tmp_path: Path) -> None:

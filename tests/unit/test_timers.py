@@ -33,7 +33,7 @@ class World:
     def __init__(self, tracker: Tracker, clock: FakeClock) -> None:
         self.tracker = tracker
         self.clock = clock
-        self.supervisor = TimerSupervisor(tracker, clock)
+        self.supervisor = TimerSupervisor(tracker, clock, sleep=clock.sleep)
         tracker.model.add_listener(self.supervisor.on_changes)
 
     async def task(self, who: Principal, title: str = "t") -> str:
@@ -170,6 +170,41 @@ async def test_the_supervisor_finishes_a_run_at_its_due_time(
     assert task.timer.finished_at == task.timer.started_at.replace("00.000", "30.000")
     assert task.tracked_seconds == 30
     assert await world.finishes(task_id) == 1
+
+
+async def test_the_running_supervisor_sleeps_until_the_earliest_due_time(
+    world: World, alice: Principal
+) -> None:
+    late, early = await world.task(alice, "late"), await world.task(alice, "early")
+
+    def state(task_id: str) -> str | None:
+        timer = world.tracker.task(alice, task_id).timer
+        return None if timer is None else timer.state
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(world.supervisor.run)
+        await world.start(alice, late, 100)
+        await world.start(alice, early, 10)  # earlier than what the sleeper waits for
+        world.clock.advance(9.5)
+        await anyio.sleep(0.05)
+        assert (state(early), state(late)) == ("running", "running")
+
+        world.clock.advance(0.5)
+        await _eventually(lambda: state(early) == "finished")
+        assert state(late) == "running"
+
+        world.clock.advance(90)
+        await _eventually(lambda: state(late) == "finished")
+        tasks.cancel_scope.cancel()
+    assert await world.finishes(early) == await world.finishes(late) == 1
+
+
+async def _eventually(condition: Callable[[], bool]) -> None:
+    with anyio.fail_after(5):
+        while True:
+            if condition():
+                return
+            await anyio.sleep(0.005)
 
 
 async def test_many_timers_finish_in_due_order_each_once(world: World, alice: Principal) -> None:
