@@ -42,7 +42,10 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_holds_the_templates_and_static_files(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "tracker/web/templates/index.html" in names
+    assert "tracker/web/templates/task.html" in names
     assert "tracker/web/static/app.css" in names
+    assert "tracker/web/static/js/board.js" in names
+    assert "tracker/web/static/sounds/chime.wav" in names
     assert "tracker/py.typed" in names
     assert any(name.endswith("entry_points.txt") for name in names)
 
@@ -87,8 +90,9 @@ def test_an_installed_wheel_serves_the_app(wheel: Path, tmp_path: Path) -> None:
             _wait_until_up(client)
             page = client.get("/")
             assert page.status_code == 200
-            assert "<h1>Tracker</h1>" in page.text
-            assert client.get("/static/app.css").status_code == 200
+            assert '<script type="module" src="/static/js/board.js">' in page.text
+            for asset in ("app.css", "js/board.js", "sounds/chime.wav"):
+                assert client.get(f"/static/{asset}").status_code == 200, asset
             created = client.post(
                 "/api/tasks",
                 json={"title": "from the wheel"},

@@ -156,11 +156,13 @@ class Server:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self) -> Server:
-        """Start a new server process on the same database and wait until it is healthy."""
+    def start(self, *, same_port: bool = False) -> Server:
+        """Start a new server process on the same database and wait until it is healthy
+        (on the port it had before, when `same_port`, as a restarted server would)."""
         assert not self.running, "the server is already running"
         self.starts += 1
-        self.port = free_port()
+        if not (same_port and self.port):
+            self.port = free_port()
         self.log_path = self.db.with_name(f"{self.db.name}.server{self.starts}.log")
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(

@@ -1,0 +1,6 @@
+// The log-in and register pages.
+
+import { bindAccountForm, bindLogout } from "./session.js";
+
+bindLogout();
+bindAccountForm(document.getElementById("account-form"));
