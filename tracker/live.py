@@ -5,17 +5,22 @@ Publishing never waits: a subscriber whose queue is full has fallen behind and
 is disconnected, so a slow or stalled client cannot delay anyone else. One
 ticker per process sends every principal with running timers a `tick` a second,
 with remaining times computed from their due times (no drift).
+
+Thousands of sockets wait here at once, so a waiting subscriber holds as few
+objects as it can (a deque, and one event only while its queue is empty): every
+object that lives from one tick to the next is one more for the cycle collector
+to walk, and its full passes stall the whole process.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
 import msgspec
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from tracker.clock import Clock, format_timestamp
 from tracker.projections.board import Task, TaskChange
@@ -65,7 +70,74 @@ class PingMessage(msgspec.Struct, tag="ping", tag_field="type", forbid_unknown_f
 
 _encoder = msgspec.json.Encoder()
 
-Outbox = MemoryObjectSendStream[bytes]
+
+def encode(message: msgspec.Struct) -> str:
+    """A message as the text of a WebSocket frame."""
+    return _encoder.encode(message).decode()
+
+
+class Subscription:
+    """One subscriber's bounded queue of messages, read by its socket's forwarding task.
+
+    `offer` never waits; `close` ends the iteration once what is queued has been read.
+    """
+
+    __slots__ = ("principal_id", "_messages", "_closed", "_wakeup")
+
+    def __init__(self, principal_id: str) -> None:
+        self.principal_id = principal_id
+        self._messages: deque[str] = deque()
+        self._closed = False
+        self._wakeup: anyio.Event | None = None
+        """Set when a message comes or the subscription closes, while the reader waits."""
+
+    def offer(self, message: str) -> bool:
+        """Queue `message` unless the subscription is closed or its queue is full; whether
+        it was queued."""
+        if self._closed or len(self._messages) >= QUEUE_SIZE:
+            return False
+        self._messages.append(message)
+        self._wake()
+        return True
+
+    def close(self) -> None:
+        """Take no more messages; the reader gets those already queued, then stops."""
+        self._closed = True
+        self._wake()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def receive_nowait(self) -> str:
+        """The next message: `anyio.WouldBlock` if none is queued yet, `anyio.EndOfStream`
+        once closed and drained."""
+        if self._messages:
+            return self._messages.popleft()
+        raise anyio.EndOfStream if self._closed else anyio.WouldBlock
+
+    async def receive(self) -> str:
+        """The next message, waiting for one; `anyio.EndOfStream` once closed and drained."""
+        while not self._messages:
+            if self._closed:
+                raise anyio.EndOfStream
+            self._wakeup = anyio.Event()
+            await self._wakeup.wait()
+        return self._messages.popleft()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> str:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None
 
 
 class Hub:
@@ -74,39 +146,35 @@ class Hub:
     def __init__(self, model: ReadModel, clock: Clock) -> None:
         self._model = model
         self._clock = clock
-        self._subscribers: dict[str, set[Outbox]] = {}
+        self._subscribers: dict[str, set[Subscription]] = {}
 
     @asynccontextmanager
-    async def subscribe(
-        self, principal_id: str
-    ) -> AsyncIterator[tuple[Outbox, MemoryObjectReceiveStream[bytes]]]:
-        """A queue of this principal's messages, starting with a snapshot (and its outbox,
-        to answer this subscriber alone)."""
-        send, receive = anyio.create_memory_object_stream[bytes](QUEUE_SIZE)
+    async def subscribe(self, principal_id: str) -> AsyncIterator[Subscription]:
+        """A queue of this principal's messages, starting with a snapshot."""
+        subscription = Subscription(principal_id)
         board, now = self._model.board, self._clock()
         tasks = [board.view(task, now) for task in board.tasks_of(principal_id)]
-        send.send_nowait(_encoder.encode(SnapshotMessage(tasks, self._model.position)))
-        self._subscribers.setdefault(principal_id, set()).add(send)
+        subscription.offer(encode(SnapshotMessage(tasks, self._model.position)))
+        self._subscribers.setdefault(principal_id, set()).add(subscription)
         try:
-            async with receive:
-                yield send, receive
+            yield subscription
         finally:
-            send.close()
-            self._drop(principal_id, send)
+            subscription.close()
+            self._drop(subscription)
 
-    def reply(self, principal_id: str, outbox: Outbox, message: bytes) -> None:
+    def reply(self, subscription: Subscription, message: str) -> None:
         """Queue `message` for one subscriber only (a pong)."""
-        self._offer(principal_id, outbox, message)
+        self._offer(subscription, message)
 
     @property
     def connections(self) -> int:
-        return sum(len(outboxes) for outboxes in self._subscribers.values())
+        return sum(len(subscriptions) for subscriptions in self._subscribers.values())
 
     def close_all(self) -> None:
         """End every subscription (shutdown): their sockets close with 1001."""
-        for outboxes in list(self._subscribers.values()):
-            for outbox in list(outboxes):
-                outbox.close()
+        for subscriptions in self._subscribers.values():
+            for subscription in subscriptions:
+                subscription.close()
         self._subscribers.clear()
 
     def on_changes(self, changes: Sequence[TaskChange]) -> None:
@@ -121,12 +189,12 @@ class Hub:
             else:
                 task = self._model.board.view(change.task, now)
                 message = TimerFinishedMessage(task) if change.timer_finished else TaskMessage(task)
-            self.publish(change.owner, _encoder.encode(message))
+            self.publish(change.owner, encode(message))
 
-    def publish(self, principal_id: str, message: bytes) -> None:
+    def publish(self, principal_id: str, message: str) -> None:
         """Queue `message` for every subscriber of the principal, never waiting."""
-        for outbox in list(self._subscribers.get(principal_id, ())):
-            self._offer(principal_id, outbox, message)
+        for subscription in list(self._subscribers.get(principal_id, ())):
+            self._offer(subscription, message)
 
     async def run_ticker(self) -> None:
         """One `tick` a second to every subscribed principal with a running timer."""
@@ -149,25 +217,24 @@ class Hub:
             running.setdefault(owner, []).append(Remaining(task_id, remaining))
         server_time = format_timestamp(now)
         for owner, timers in running.items():
-            self.publish(owner, _encoder.encode(TickMessage(server_time, timers)))
+            self.publish(owner, encode(TickMessage(server_time, timers)))
 
-    def _offer(self, principal_id: str, outbox: Outbox, message: bytes) -> None:
-        try:
-            outbox.send_nowait(message)
-        except anyio.WouldBlock:
-            logger.info("a live client of %s fell behind: disconnecting it", principal_id)
-            outbox.close()
-            self._drop(principal_id, outbox)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self._drop(principal_id, outbox)
+    def _offer(self, subscription: Subscription, message: str) -> None:
+        if not subscription.offer(message):
+            if not subscription.closed:
+                logger.info(
+                    "a live client of %s fell behind: disconnecting it", subscription.principal_id
+                )
+                subscription.close()
+            self._drop(subscription)
 
-    def _drop(self, principal_id: str, outbox: Outbox) -> None:
-        outboxes = self._subscribers.get(principal_id)
-        if outboxes is not None:
-            outboxes.discard(outbox)
-            if not outboxes:
-                del self._subscribers[principal_id]
+    def _drop(self, subscription: Subscription) -> None:
+        subscriptions = self._subscribers.get(subscription.principal_id)
+        if subscriptions is not None:
+            subscriptions.discard(subscription)
+            if not subscriptions:
+                del self._subscribers[subscription.principal_id]
 
 
-def pong() -> bytes:
-    return _encoder.encode(PongMessage())
+def pong() -> str:
+    return encode(PongMessage())

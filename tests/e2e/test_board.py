@@ -147,6 +147,7 @@ def test_two_pages_of_the_same_guest_stay_in_sync(page: Page, context: BrowserCo
     expect(card.locator(".countdown")).to_have_text(re.compile(r"^1[45]:\d\d$"))
 
     card.get_by_role("button", name="Pause").click()
+    expect(card.locator(".timer-state")).to_have_text("Paused")
     expect(mirror.locator(".timer-state")).to_have_text("Paused")
     expect(mirror.locator(".countdown")).to_have_text(card.locator(".countdown").inner_text())
 

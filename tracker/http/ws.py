@@ -31,11 +31,11 @@ async def live(websocket: WebSocket) -> None:
     except (AuthError, Forbidden):
         await websocket.close(UNAUTHORIZED)
         return
-    async with hub.subscribe(principal.id) as (outbox, inbox), anyio.create_task_group() as tasks:
+    async with hub.subscribe(principal.id) as subscription, anyio.create_task_group() as tasks:
 
         async def forward() -> None:
-            async for message in inbox:
-                await websocket.send_text(message.decode())
+            async for message in subscription:
+                await websocket.send_text(message)
             # The hub ended the subscription: the server is going away, or we fell behind.
             await websocket.close(GOING_AWAY)
             tasks.cancel_scope.cancel()
@@ -54,7 +54,7 @@ async def live(websocket: WebSocket) -> None:
                 except msgspec.DecodeError:
                     await websocket.close(POLICY_VIOLATION)
                     break
-                hub.reply(principal.id, outbox, pong())
+                hub.reply(subscription, pong())
         except WebSocketDisconnect:
             pass
         tasks.cancel_scope.cancel()
