@@ -48,7 +48,7 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Starlette:
             store.add_listener(model.on_commit)
             passwords = Passwords(settings.bcrypt_rounds)
             await passwords.prepare()
-            tracker = Tracker(store, model, tokens, passwords, clock)
+            tracker = Tracker(store, model, tokens, passwords, clock, admins=settings.admins)
             keeper = SnapshotKeeper(store, model, every=settings.snapshot_every)
             supervisor = TimerSupervisor(tracker, clock)
             model.add_listener(supervisor.on_changes)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
+from tracker.audit import EventQuery, redacted
 from tracker.auth import Claims, Passwords, Principal, Session, TokenService
 from tracker.clock import Clock, parse_timestamp
 from tracker.domain import (
@@ -83,6 +84,7 @@ class Tracker:
         passwords: Passwords,
         clock: Clock,
         make_id: Callable[[], str] | None = None,
+        admins: frozenset[str] = frozenset(),
     ) -> None:
         self.store = store
         self.model = model
@@ -91,6 +93,7 @@ class Tracker:
         self.throttle = LoginThrottle(clock)
         self.clock = clock
         self._make_id = make_id or IdMaker()
+        self._admins = frozenset(name.lower() for name in admins)
 
     # Identity
 
@@ -180,13 +183,42 @@ class Tracker:
         if not 0 <= position <= self.model.position:
             raise BadRequest(f"as_of must be a position from 0 to {self.model.position}")
         owners = self.model.identities.merged_into(principal.id)
-        streams = [stream for owner in owners for stream in self.model.board.streams_of(owner)]
-        streams.extend(principal_stream(owner) for owner in owners)
+        streams = self._own_streams(principal)
         past = await replay_board(self.store.read_all(until=position, streams=streams))
         # Before a guest registered, its tasks were its own: they are this user's now.
         # A countdown running then is shown as it stood at that event's time.
         at = await self._time_of(position)
         return [past.view(task, at) for owner in owners for task in past.tasks_of(owner)]
+
+    # The audit trail
+
+    def is_admin(self, principal: Principal) -> bool:
+        """Whether the principal is an account named in TRACKER_ADMINS."""
+        return principal.username is not None and principal.username.lower() in self._admins
+
+    async def events(self, principal: Principal, query: EventQuery) -> AsyncIterator[Recorded]:
+        """The events the principal may read (its own; every one for an admin), in log
+        order, secrets redacted, streamed in constant memory."""
+        streams = None if self.is_admin(principal) else self._own_streams(principal)
+        if query.stream is not None:
+            if streams is not None and query.stream not in streams:
+                return  # another principal's stream: as if it had no events
+            streams = [query.stream]
+        types = None if query.type is None else [query.type]
+        async for record in self.store.read_all(
+            query.after, streams=streams, types=types, limit=query.limit
+        ):
+            yield redacted(record)
+
+    def _own_streams(self, principal: Principal) -> list[str]:
+        """Every stream the principal owns: its identity, the guests it was, and every
+        task it (or they) ever had."""
+        owners = self.model.identities.merged_into(principal.id)
+        streams = [principal_stream(owner) for owner in owners]
+        if principal.username is not None:
+            streams.append(username_stream(principal.username))
+        streams.extend(stream for owner in owners for stream in self.model.board.streams_of(owner))
+        return streams
 
     async def _time_of(self, position: int) -> float:
         event = await self.store.event_at(position) if position else None

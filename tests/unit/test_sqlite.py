@@ -419,6 +419,37 @@ async def test_read_all_selects_by_position_and_stream(
     assert [e.position for e in events] == positions
 
 
+@pytest.mark.parametrize(
+    ("types", "limit", "streams", "positions"),
+    [
+        (["GuestStarted"], None, None, [1, 2, 3, 4, 5]),
+        (["TaskDeleted"], None, None, []),
+        (None, 2, None, [1, 2]),
+        (None, 0, None, []),
+        (None, 9, ["b"], [2, 5]),
+        (["GuestStarted", "TaskDeleted"], 1, ["a", "c"], [1]),
+    ],
+)
+async def test_read_all_selects_by_type_and_stops_at_the_limit(
+    three_streams: SQLiteStore,
+    types: list[str] | None,
+    limit: int | None,
+    streams: list[str] | None,
+    positions: list[int],
+) -> None:
+    events = await collect(three_streams.read_all(streams=streams, types=types, limit=limit))
+
+    assert [e.position for e in events] == positions
+
+
+async def test_a_limit_larger_than_a_read_page_reads_on(store: SQLiteStore) -> None:
+    await store.append_all([Append(f"s{n}", 0, marks(str(n))) for n in range(READ_PAGE + 10)], "x")
+
+    events = await collect(store.read_all(after=3, limit=READ_PAGE + 2))
+
+    assert [e.position for e in events] == list(range(4, READ_PAGE + 6))
+
+
 async def test_read_stream_gives_one_stream_in_version_order(three_streams: SQLiteStore) -> None:
     assert [(e.position, e.version) for e in await three_streams.read_stream("b")] == [
         (2, 1),

@@ -214,11 +214,17 @@ class SQLiteStore:
         return pending.result
 
     async def read_all(
-        self, after: int = 0, until: int | None = None, streams: Sequence[str] | None = None
+        self,
+        after: int = 0,
+        until: int | None = None,
+        streams: Sequence[str] | None = None,
+        *,
+        types: Sequence[str] | None = None,
+        limit: int | None = None,
     ) -> AsyncIterator[Recorded]:
-        async for page in self._pages(after, until, streams):
-            for recorded in page:
-                yield recorded
+        async for rows in self._row_pages(_COLUMNS, after, until, streams, types, limit):
+            for row in rows:
+                yield _record(row)
 
     async def replay(
         self, callback: Callable[[ReplayRow], object], after: int = 0, until: int | None = None
@@ -246,32 +252,37 @@ class SQLiteStore:
                 count += len(page)
         return count
 
-    async def _pages(
-        self, after: int, until: int | None, streams: Sequence[str] | None
-    ) -> AsyncIterator[list[Recorded]]:
-        """The events after `after` (up to `until`, of `streams` only), a page at a time."""
-        async for rows in self._row_pages(_COLUMNS, after, until, streams):
-            yield [_record(row) for row in rows]
-
     async def _row_pages(
-        self, columns: str, after: int, until: int | None, streams: Sequence[str] | None
+        self,
+        columns: str,
+        after: int,
+        until: int | None,
+        streams: Sequence[str] | None,
+        types: Sequence[str] | None = None,
+        limit: int | None = None,
     ) -> AsyncIterator[list[Any]]:
         """Rows of `columns` (position first), a page at a time, in position order."""
-        last = after
-        limit = until if until is not None else -1
-        where = "position > ? AND (? < 0 OR position <= ?)"
-        params: tuple[Any, ...] = ()
-        if streams is not None:
-            where += " AND stream IN (SELECT value FROM json_each(?))"
-            params = (msgspec.json.encode(list(streams)).decode(),)
-        query = f"SELECT {columns} FROM events WHERE {where} ORDER BY position LIMIT {READ_PAGE}"
-        while True:
-            rows = await self._read(query, (last, limit, limit, *params))
+        where = ["position > ?"]
+        filters: list[Any] = []
+        if until is not None:
+            where.append("position <= ?")
+            filters.append(until)
+        for column, values in (("stream", streams), ("type", types)):
+            if values is not None:
+                where.append(f"{column} IN (SELECT value FROM json_each(?))")
+                filters.append(msgspec.json.encode(list(values)).decode())
+        conditions = " AND ".join(where)
+        query = f"SELECT {columns} FROM events WHERE {conditions} ORDER BY position LIMIT ?"
+        last, left = after, limit if limit is not None else -1
+        while left != 0:
+            page = READ_PAGE if left < 0 else min(READ_PAGE, left)
+            rows = await self._read(query, (last, *filters, page))
             if rows:
                 yield rows
-            if len(rows) < READ_PAGE:
+            if len(rows) < page:
                 return
             last = rows[-1][0]
+            left = left - len(rows) if left > 0 else left
 
     async def read_stream(self, stream: str) -> list[Recorded]:
         rows = await self._read(

@@ -62,9 +62,16 @@ class EventStore(Protocol):
         ...
 
     def read_all(
-        self, after: int = 0, until: int | None = None, streams: Sequence[str] | None = None
+        self,
+        after: int = 0,
+        until: int | None = None,
+        streams: Sequence[str] | None = None,
+        *,
+        types: Sequence[str] | None = None,
+        limit: int | None = None,
     ) -> AsyncIterator[Recorded]:
-        """Every event after `after` (up to `until`), in order, in constant memory."""
+        """Every event after `after` (up to `until`; of `streams` and `types` only; at most
+        `limit` of them), in order, in constant memory."""
         ...
 
     async def replay(

@@ -11,12 +11,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from tracker.audit import DEFAULT_LIMIT, EventQuery
 from tracker.auth import Principal, Session
 from tracker.clock import format_timestamp
 from tracker.domain import CreateTask, Credentials, StartTimer, UpdateTask
 from tracker.errors import BadRequest, NotFound, VersionConflict
 from tracker.events.records import Recorded
-from tracker.http.encoding import json_response, read_json
+from tracker.http.encoding import NDJSON, accepts, json_response, ndjson_response, read_json
 from tracker.http.session import (
     authenticate,
     authenticate_if_any,
@@ -46,6 +47,13 @@ class EventList(msgspec.Struct):
     """Events of the log, in position order."""
 
     events: list[Recorded]
+
+
+class EventPage(msgspec.Struct):
+    """A page of the log. `next_after` is the `after` of the next page; null at the end."""
+
+    events: list[Recorded]
+    next_after: int | None
 
 
 class AuthResult(msgspec.Struct):
@@ -160,6 +168,32 @@ async def task_history(request: Request) -> Response:
     return json_response(EventList(await tracker.history(principal, _task_id(request))))
 
 
+async def list_events(request: Request) -> Response:
+    """The caller's events (every event, for an admin): a page, or all of them as NDJSON."""
+    tracker = tracker_of(request)
+    principal = authenticate(request, tracker)
+    query = _event_query(request)
+    if accepts(request, NDJSON):
+        return ndjson_response(tracker.events(principal, query), {"Cache-Control": "no-store"})
+    limit = query.limit or DEFAULT_LIMIT
+    page = msgspec.structs.replace(query, limit=limit)
+    events = [record async for record in tracker.events(principal, page)]
+    next_after = events[-1].position if len(events) == limit else None
+    return json_response(EventPage(events, next_after), headers={"Cache-Control": "no-store"})
+
+
+def _event_query(request: Request) -> EventQuery:
+    params = request.query_params
+    numbers = {}
+    for name in ("after", "limit"):
+        text = params.get(name)
+        if text is not None:
+            if not _POSITION.fullmatch(text):
+                raise BadRequest(f"{name} must be a non-negative whole number")
+            numbers[name] = int(text)
+    return EventQuery(**numbers, type=params.get("type"), stream=params.get("stream"))
+
+
 async def start_timer(request: Request) -> Response:
     tracker = tracker_of(request)
     principal = authenticate(request, tracker)
@@ -249,6 +283,7 @@ ROUTES: list[BaseRoute] = [  # the busiest first: the router tries them in order
     _route("/api/tasks/{task_id}/timer/pause", POST=timer_endpoint(Tracker.pause_timer)),
     _route("/api/tasks/{task_id}/timer/resume", POST=timer_endpoint(Tracker.resume_timer)),
     _route("/api/tasks/{task_id}/timer/stop", POST=timer_endpoint(Tracker.stop_timer)),
+    _route("/api/events", GET=list_events),
     _route("/api/auth/guest", POST=start_guest),
     _route("/api/auth/register", POST=register),
     _route("/api/auth/login", POST=login),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, TypeVar
 
 import msgspec
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from tracker.errors import BadRequest, TrackerError
 
@@ -33,6 +34,33 @@ def json_response(
 ) -> Response:
     """`content` (Structs, lists, dicts) as a JSON response, encoded once."""
     return Response(_encoder.encode(content), status, headers, "application/json")
+
+
+NDJSON = "application/x-ndjson"
+NDJSON_CHUNK = 64 * 1024
+
+
+def ndjson_response(items: AsyncIterable[Any], headers: dict[str, str] | None = None) -> Response:
+    """`items` as newline-delimited JSON, streamed in chunks as they come (constant memory)."""
+    return StreamingResponse(_ndjson_chunks(items), 200, headers, NDJSON)
+
+
+async def _ndjson_chunks(items: AsyncIterable[Any]) -> AsyncIterator[bytes]:
+    chunk = bytearray()
+    async for item in items:
+        _encoder.encode_into(item, chunk, -1)
+        chunk += b"\n"
+        if len(chunk) >= NDJSON_CHUNK:
+            yield bytes(chunk)
+            chunk.clear()
+    if chunk:
+        yield bytes(chunk)
+
+
+def accepts(request: Request, media_type: str) -> bool:
+    """Whether the request's `Accept` header names `media_type` (with any parameters)."""
+    accept = request.headers.get("accept", "")
+    return any(part.split(";")[0].strip().lower() == media_type for part in accept.split(","))
 
 
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from tracker import __version__
 from tracker.auth import Principal
 from tracker.domain import CreateTask, Credentials, StartTimer, UpdateTask
-from tracker.http.api import AuthResult, EventList, Health, TaskList
+from tracker.http.api import AuthResult, EventList, EventPage, Health, TaskList
 from tracker.http.errors import ErrorBody
 from tracker.projections.board import Task
 
@@ -61,6 +61,21 @@ _AS_OF = {
     "schema": {"type": "integer", "minimum": 0},
 }
 
+_EVENT_FILTERS = (
+    {"name": "after", "in": "query", "required": False,
+     "description": "Only events after this global position (the previous page's next_after).",
+     "schema": {"type": "integer", "minimum": 0}},
+    {"name": "limit", "in": "query", "required": False,
+     "description": "At most this many events (default 100; NDJSON: all unless given).",
+     "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+    {"name": "type", "in": "query", "required": False,
+     "description": "Only events of this type (e.g. TimerFinished).",
+     "schema": {"type": "string"}},
+    {"name": "stream", "in": "query", "required": False,
+     "description": "Only events of this stream (e.g. task-<id>).",
+     "schema": {"type": "string"}},
+)  # fmt: skip
+
 OPERATIONS: tuple[Operation, ...] = (
     Operation("post", "/api/auth/guest", "Start a guest session", None, {201: AuthResult},
               authenticated=False),
@@ -83,6 +98,9 @@ OPERATIONS: tuple[Operation, ...] = (
               (401, 404, 412), parameters=(_TASK_ID, _IF_MATCH)),
     Operation("get", "/api/tasks/{task_id}/history", "A task's events, also once deleted", None,
               {200: EventList}, (401, 404), parameters=(_TASK_ID,)),
+    Operation("get", "/api/events",
+              "Your events in log order (admins: every event); Accept application/x-ndjson "
+              "streams them all", None, {200: EventPage}, (400, 401), parameters=_EVENT_FILTERS),
     Operation("post", "/api/tasks/{task_id}/timer/start", "Start a countdown (a new run)",
               StartTimer, {200: Task}, (401, 404, 409, 422), parameters=(_TASK_ID,)),
     Operation("post", "/api/tasks/{task_id}/timer/pause", "Pause the running countdown", None,
