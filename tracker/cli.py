@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
 import signal
@@ -19,10 +20,11 @@ from tracker.auth import load_or_create_secret
 from tracker.clock import format_timestamp, parse_timestamp, system_clock
 from tracker.config import ConfigError, Settings
 from tracker.errors import CorruptLog, TrackerError
-from tracker.events.records import Recorded
+from tracker.events.records import Recorded, RecordRow, ReplayRow
 from tracker.events.sqlite import SQLiteStore
 from tracker.events.store import Snapshot
 from tracker.events.verify import BadEvent, ChainChecker
+from tracker.progress import Progress
 from tracker.projections.board import Task
 from tracker.projections.model import SNAPSHOT_FORMAT, SNAPSHOT_NAME, ReadModel, snapshot_problem
 
@@ -233,12 +235,19 @@ def _print_line(line: bytes, out: TextIO = sys.stdout) -> None:
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         async with SQLiteStore.open(settings.db, create=False, exclusive=False) as store:
+            until, until_time = _until(args.until)
             model = ReadModel()
-            keep = _until(args.until)
-            async for recorded in store.read_all():
-                if not keep(recorded):
-                    break
-                model.apply(recorded)
+            total = store.head if until is None else min(until, store.head)
+            with Progress("replay", total) as progress:
+
+                def apply(row: ReplayRow) -> None:
+                    if until_time is not None and row[6] > until_time:
+                        raise _UntilReached
+                    model.apply_row(row)
+                    progress.advance()
+
+                with contextlib.suppress(_UntilReached):
+                    await store.replay(apply, until=until)
         owners = model.board.tasks
         if args.owner is not None:
             owners = {args.owner: owners.get(args.owner, {})}
@@ -251,18 +260,21 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     return _run(run)
 
 
-def _until(text: str | None) -> Callable[[Recorded], bool]:
-    """Which events to keep for `--until`: a position, or a time."""
+class _UntilReached(Exception):
+    """The replay came to the first event after `--until`."""
+
+
+def _until(text: str | None) -> tuple[int | None, str | None]:
+    """`--until` as a position, or as a time in the log's own timestamp form (which sorts)."""
     if text is None:
-        return lambda recorded: True
+        return None, None
     if re.fullmatch(r"[0-9]{1,18}", text):
-        position = int(text)
-        return lambda recorded: recorded.position <= position
+        return int(text), None
     try:
         moment = parse_timestamp(text)
     except ValueError:
         raise ConfigError(f"--until must be a position or an RFC 3339 time, not {text!r}") from None
-    return lambda recorded: parse_timestamp(recorded.recorded_at) <= moment
+    return None, format_timestamp(moment)
 
 
 # verify
@@ -272,16 +284,26 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         async with SQLiteStore.open(settings.db, create=False, exclusive=False) as store:
             snapshot = await store.load_snapshot(SNAPSHOT_NAME)
+            at = snapshot.position if snapshot is not None else -1
             checker = ChainChecker()
             model = ReadModel()
-            snapshot_checked = False
-            async for recorded in store.read_all():
-                checker.check(recorded)
-                model.apply(recorded)
-                if snapshot is not None and recorded.position == snapshot.position:
-                    _check_snapshot(snapshot, recorded, model)
-                    snapshot_checked = True
-            if snapshot is not None and not snapshot_checked:
+            with Progress("verify", store.head) as progress:
+
+                def check(row: RecordRow) -> None:
+                    checker.check_row(row)
+                    position, stream, version, type_, schema, data, _, recorded_at, hash_ = row
+                    lean = (position, stream, version, type_, schema, data, recorded_at)
+                    try:
+                        model.apply_row(lean)
+                    except CorruptLog as exc:
+                        raise BadEvent(position, str(exc)) from exc
+                    if position == at:
+                        assert snapshot is not None
+                        _check_snapshot(snapshot, position, hash_, model)
+                    progress.advance()
+
+                await store.scan(check)
+            if snapshot is not None and checker.position < at:
                 reason = await snapshot_problem(store, snapshot)
                 raise BadEvent(snapshot.position, f"the snapshot is not of this log: {reason}")
         note = f", snapshot at {snapshot.position} matches" if snapshot is not None else ""
@@ -291,14 +313,14 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     return _run(run)
 
 
-def _check_snapshot(snapshot: Snapshot, at: Recorded, replayed: ReadModel) -> None:
+def _check_snapshot(snapshot: Snapshot, position: int, hash_: str, replayed: ReadModel) -> None:
     """The snapshot must be of this log, in this format, and equal to a replay up to it."""
-    if snapshot.hash != at.hash:
-        raise BadEvent(at.position, "the snapshot was not taken of this log (its hash differs)")
+    if snapshot.hash != hash_:
+        raise BadEvent(position, "the snapshot was not taken of this log (its hash differs)")
     if snapshot.format != SNAPSHOT_FORMAT:
-        raise BadEvent(at.position, f"the snapshot has format {snapshot.format}")
+        raise BadEvent(position, f"the snapshot has format {snapshot.format}")
     if snapshot.data != replayed.dump():
-        raise BadEvent(at.position, "the stored snapshot differs from a full replay of the log")
+        raise BadEvent(position, "the stored snapshot differs from a full replay of the log")
 
 
 # export and import
@@ -317,12 +339,14 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
             sink = await anyio.to_thread.run_sync(partial.open, "wb") if partial else out
             assert sink is not None
             try:
-                async for recorded in store.read_all():
-                    lines.append(_encoder.encode(recorded))
-                    count, last = count + 1, recorded
-                    if len(lines) >= IMPORT_CHUNK:
-                        await anyio.to_thread.run_sync(_write_lines, sink, lines)
-                        lines = []
+                with Progress("export", store.head) as progress:
+                    async for recorded in store.read_all():
+                        lines.append(_encoder.encode(recorded))
+                        count, last = count + 1, recorded
+                        progress.advance()
+                        if len(lines) >= IMPORT_CHUNK:
+                            await anyio.to_thread.run_sync(_write_lines, sink, lines)
+                            lines = []
                 end = ExportEnd(count, last.position if last else 0, last.hash if last else "")
                 lines.append(_encoder.encode(ExportTrailer(end)))
                 await anyio.to_thread.run_sync(_write_lines, sink, lines)
@@ -373,8 +397,10 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
                     if source is not None
                     else await anyio.to_thread.run_sync(path.open, "rb")
                 )
+                size = 0 if source is not None else await anyio.to_thread.run_sync(_size, path)
                 try:
-                    count = await store.import_log(_verified_chunks(stream))
+                    with Progress("import", size, unit="bytes") as progress:
+                        count = await store.import_log(_verified_chunks(stream, progress))
                 finally:
                     if stream is not source:
                         stream.close()
@@ -388,7 +414,11 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     return _run(run)
 
 
-async def _verified_chunks(stream: Any) -> AsyncIterator[list[Recorded]]:
+def _size(path: Path) -> int:
+    return path.stat().st_size
+
+
+async def _verified_chunks(stream: Any, progress: Progress) -> AsyncIterator[list[Recorded]]:
     """The backup's events in chunks, each checked; BadEvent or CorruptLog at the first fault."""
     checker = ChainChecker()
     model = ReadModel()  # the projections must accept the backup too, as `verify` demands
@@ -402,6 +432,7 @@ async def _verified_chunks(stream: Any) -> AsyncIterator[list[Recorded]]:
             break
         for line in lines:
             line_number += 1
+            progress.advance(len(line))
             if trailer is not None:
                 raise CorruptLog(f"line {line_number}: data after the end of the backup")
             if not line.endswith(b"\n"):

@@ -354,6 +354,7 @@ def run_cli(
         check=False,
     )
     assert b"Traceback" not in result.stderr, result.stderr.decode(errors="replace")
+    assert b"\r" not in result.stderr, "a progress bar was drawn on a pipe"
     return result
 
 

@@ -28,6 +28,9 @@ class Recorded(msgspec.Struct, frozen=True, gc=False):
     hash: str
 
 
+RecordRow = tuple[int, str, int, str, int, bytes, str, str, str]
+"""Every column of an event, in `Recorded`'s field order, without building a `Recorded`."""
+
 ReplayRow = tuple[int, str, int, str, int, bytes, str]
 """What rebuilding state needs of an event, and nothing more: position, stream,
 version, type, schema, data and recorded_at (no actor, no hash)."""

@@ -33,6 +33,7 @@ from tracker.events import codec
 from tracker.events.records import (
     GENESIS_HASH,
     Recorded,
+    RecordRow,
     ReplayRow,
     canonical_bytes,
     chain_hash,
@@ -229,7 +230,17 @@ class SQLiteStore:
     async def replay(
         self, callback: Callable[[ReplayRow], object], after: int = 0, until: int | None = None
     ) -> int:
-        """Call `callback` with every event after `after` (up to `until`); return how many.
+        return await self._feed(_REPLAY_COLUMNS, callback, after, until)
+
+    async def scan(
+        self, callback: Callable[[RecordRow], object], after: int = 0, until: int | None = None
+    ) -> int:
+        return await self._feed(_COLUMNS, callback, after, until)
+
+    async def _feed(
+        self, columns: str, callback: Callable[[Any], object], after: int, until: int | None
+    ) -> int:
+        """Call `callback` with every row of `columns` after `after` (up to `until`).
 
         The next page is read from the database while the callback works through
         this one, and rows are handed over as they come, without an envelope.
@@ -239,7 +250,7 @@ class SQLiteStore:
         async def read_ahead() -> None:
             async with send:
                 try:
-                    async for page in self._row_pages(_REPLAY_COLUMNS, after, until, None):
+                    async for page in self._row_pages(columns, after, until, None):
                         await send.send(page)
                 except anyio.BrokenResourceError:  # the callback failed: stop reading
                     return

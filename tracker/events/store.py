@@ -11,7 +11,7 @@ from typing import Protocol
 
 import msgspec
 
-from tracker.events.records import Recorded, ReplayRow
+from tracker.events.records import Recorded, RecordRow, ReplayRow
 from tracker.events.types import BaseEvent
 
 CommitListener = Callable[[Sequence[Recorded]], None]
@@ -79,6 +79,12 @@ class EventStore(Protocol):
     ) -> int:
         """Call `callback` with every event after `after` (up to `until`), in order, as the
         lean `ReplayRow` a projection needs; return how many."""
+        ...
+
+    async def scan(
+        self, callback: Callable[[RecordRow], object], after: int = 0, until: int | None = None
+    ) -> int:
+        """`replay` with every column of each event (for checking the chain); return how many."""
         ...
 
     async def read_stream(self, stream: str) -> list[Recorded]:

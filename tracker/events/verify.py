@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from tracker.errors import CorruptLog
 from tracker.events import codec
-from tracker.events.records import GENESIS_HASH, Recorded, expected_hash
+from tracker.events.records import (
+    GENESIS_HASH,
+    Recorded,
+    RecordRow,
+    canonical_bytes,
+    chain_hash,
+)
 
 
 class BadEvent(CorruptLog):
@@ -25,30 +31,51 @@ class ChainChecker:
         self._versions: dict[str, int] = {}
 
     def check(self, event: Recorded) -> None:
-        """Check the next event against everything seen before it."""
-        expected_position = self.position + 1
-        if event.position != expected_position:
-            raise BadEvent(
-                expected_position,
-                f"expected event {expected_position}, found {event.position}"
-                " (an event was deleted, inserted or moved)",
-            )
-        if event.hash != expected_hash(self.hash, event):
-            raise BadEvent(
+        """Check the next event against everything seen before it, and that its data decodes."""
+        self.check_row(
+            (
                 event.position,
-                "its hash does not match its content and the event before it"
-                " (an event was edited, inserted or moved)",
+                event.stream,
+                event.version,
+                event.type,
+                event.schema,
+                bytes(event.data),
+                event.actor,
+                event.recorded_at,
+                event.hash,
             )
-        version = self._versions.get(event.stream, 0) + 1
-        if event.version != version:
-            raise BadEvent(
-                event.position,
-                f"stream {event.stream!r} jumps to version {event.version}, expected {version}",
-            )
+        )
         try:
             codec.decode(event)
         except CorruptLog as exc:
             raise BadEvent(event.position, str(exc)) from exc
-        self._versions[event.stream] = version
-        self.position = event.position
-        self.hash = event.hash
+
+    def check_row(self, row: RecordRow) -> None:
+        """Check the next event's position, hash and stream version (not its data: a
+        projection that applies the event decodes it anyway)."""
+        position, stream, version, type_, schema, data, actor, recorded_at, hash_ = row
+        expected_position = self.position + 1
+        if position != expected_position:
+            raise BadEvent(
+                expected_position,
+                f"expected event {expected_position}, found {position}"
+                " (an event was deleted, inserted or moved)",
+            )
+        canonical = canonical_bytes(
+            position, stream, version, type_, schema, data, actor, recorded_at
+        )
+        if hash_ != chain_hash(self.hash, canonical):
+            raise BadEvent(
+                position,
+                "its hash does not match its content and the event before it"
+                " (an event was edited, inserted or moved)",
+            )
+        expected_version = self._versions.get(stream, 0) + 1
+        if version != expected_version:
+            raise BadEvent(
+                position,
+                f"stream {stream!r} jumps to version {version}, expected {expected_version}",
+            )
+        self._versions[stream] = version
+        self.position = position
+        self.hash = hash_
