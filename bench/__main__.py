@@ -16,7 +16,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import http_read, http_write, login_load, replay, store_append, timers_scale, ws_fanout
+from bench import (
+    http_read,
+    http_write,
+    log_tools,
+    login_load,
+    replay,
+    store_append,
+    timers_scale,
+    ws_fanout,
+)
 from bench.common import RESULTS_DIR, Figure, Options
 
 Scenario = Callable[[Options], list[Figure]]
@@ -24,6 +33,7 @@ Scenario = Callable[[Options], list[Figure]]
 SCENARIOS: dict[str, Scenario] = {
     store_append.NAME: store_append.run,
     replay.NAME: replay.run,
+    log_tools.NAME: log_tools.run,
     http_write.NAME: http_write.run,
     http_read.NAME: http_read.run,
     login_load.NAME: login_load.run,
