@@ -50,12 +50,14 @@ class TimerFinishedMessage(msgspec.Struct, tag="timer_finished", tag_field="type
     task: Task
 
 
-class Remaining(msgspec.Struct):
+# gc=False: a tick is built for every subscribed principal each second and refers to
+# nothing that could lead back to it; the cycle collector need not count it.
+class Remaining(msgspec.Struct, gc=False):
     id: str
     remaining_seconds: float
 
 
-class TickMessage(msgspec.Struct, tag="tick", tag_field="type"):
+class TickMessage(msgspec.Struct, tag="tick", tag_field="type", gc=False):
     server_time: str
     timers: list[Remaining]
 
@@ -82,7 +84,7 @@ class Subscription:
     `offer` never waits; `close` ends the iteration once what is queued has been read.
     """
 
-    __slots__ = ("principal_id", "_messages", "_closed", "_wakeup")
+    __slots__ = ("_closed", "_messages", "_wakeup", "principal_id")
 
     def __init__(self, principal_id: str) -> None:
         self.principal_id = principal_id
@@ -116,23 +118,17 @@ class Subscription:
             return self._messages.popleft()
         raise anyio.EndOfStream if self._closed else anyio.WouldBlock
 
-    async def receive(self) -> str:
-        """The next message, waiting for one; `anyio.EndOfStream` once closed and drained."""
-        while not self._messages:
-            if self._closed:
-                raise anyio.EndOfStream
-            self._wakeup = anyio.Event()
-            await self._wakeup.wait()
-        return self._messages.popleft()
-
     def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> str:
-        try:
-            return await self.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
+        """The next message, waiting for one; the iteration ends once closed and drained."""
+        while not self._messages:
+            if self._closed:
+                raise StopAsyncIteration
+            self._wakeup = anyio.Event()
+            await self._wakeup.wait()
+        return self._messages.popleft()
 
     def _wake(self) -> None:
         if self._wakeup is not None:

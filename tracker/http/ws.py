@@ -9,7 +9,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tracker.errors import AuthError, Forbidden
 from tracker.http.session import authenticate, check_same_origin
-from tracker.live import Hub, PingMessage, pong
+from tracker.live import Hub, PingMessage, Subscription, pong
 from tracker.service import Tracker
 
 UNAUTHORIZED = 4401
@@ -32,32 +32,43 @@ async def live(websocket: WebSocket) -> None:
         await websocket.close(UNAUTHORIZED)
         return
     async with hub.subscribe(principal.id) as subscription, anyio.create_task_group() as tasks:
-
-        async def forward() -> None:
-            async for message in subscription:
-                await websocket.send_text(message)
-            # The hub ended the subscription: the server is going away, or we fell behind.
-            await websocket.close(GOING_AWAY)
-            tasks.cancel_scope.cancel()
-
-        tasks.start_soon(forward)
-        try:
-            while True:
-                frame = await websocket.receive()
-                if frame["type"] == "websocket.disconnect":
-                    break
-                text = frame.get("text")
-                try:
-                    if text is None:
-                        raise msgspec.DecodeError("binary frame")
-                    _client_decoder.decode(text)
-                except msgspec.DecodeError:
-                    await websocket.close(POLICY_VIOLATION)
-                    break
-                hub.reply(subscription, pong())
-        except WebSocketDisconnect:
-            pass
+        tasks.start_soon(_forward, websocket, subscription, tasks.cancel_scope)
+        await _answer(websocket, hub, subscription)
         tasks.cancel_scope.cancel()
+
+
+async def _forward(
+    websocket: WebSocket, subscription: Subscription, connection: anyio.CancelScope
+) -> None:
+    """Send the hub's messages until the hub ends the subscription (the server is going
+    away, or this client fell behind: close with 1001) or the client leaves."""
+    try:
+        async for message in subscription:
+            await websocket.send_text(message)
+        await websocket.close(GOING_AWAY)
+    except WebSocketDisconnect:
+        pass  # the client left while a message was on its way
+    connection.cancel()
+
+
+async def _answer(websocket: WebSocket, hub: Hub, subscription: Subscription) -> None:
+    """Answer pings until the client leaves; anything else closes with 1008."""
+    try:
+        while True:
+            frame = await websocket.receive()
+            if frame["type"] == "websocket.disconnect":
+                return
+            text = frame.get("text")
+            try:
+                if text is None:
+                    raise msgspec.DecodeError("binary frame")
+                _client_decoder.decode(text)
+            except msgspec.DecodeError:
+                await websocket.close(POLICY_VIOLATION)
+                return
+            hub.reply(subscription, pong())
+    except WebSocketDisconnect:
+        pass
 
 
 ROUTES: list[BaseRoute] = [WebSocketRoute("/ws", live)]
