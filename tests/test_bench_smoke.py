@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = {
     "store-append",
     "replay",
+    "log-tools",
     "http-write",
     "http-read",
     "login-load",
