@@ -26,7 +26,13 @@ from tracker.events.store import Snapshot
 from tracker.events.verify import BadEvent, ChainChecker
 from tracker.progress import Progress
 from tracker.projections.board import Task
-from tracker.projections.model import SNAPSHOT_FORMAT, SNAPSHOT_NAME, ReadModel, snapshot_problem
+from tracker.projections.model import (
+    SNAPSHOT_FORMAT,
+    SNAPSHOT_NAME,
+    ReadModel,
+    cycle_collector_paused,
+    snapshot_problem,
+)
 
 EXPORT_FORMAT = 1
 FOLLOW_INTERVAL = 0.5
@@ -246,7 +252,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
                     model.apply_row(row)
                     progress.advance()
 
-                with contextlib.suppress(_UntilReached):
+                with contextlib.suppress(_UntilReached), cycle_collector_paused():
                     await store.replay(apply, until=until)
         owners = model.board.tasks
         if args.owner is not None:
@@ -302,7 +308,8 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
                         _check_snapshot(snapshot, position, hash_, model)
                     progress.advance()
 
-                await store.scan(check)
+                with cycle_collector_paused():
+                    await store.scan(check)
             if snapshot is not None and checker.position < at:
                 reason = await snapshot_problem(store, snapshot)
                 raise BadEvent(snapshot.position, f"the snapshot is not of this log: {reason}")

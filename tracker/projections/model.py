@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import msgspec
 
@@ -179,15 +180,8 @@ class ReadModel:
     async def build(cls, store: EventStore, until: int | None = None) -> ReadModel:
         """The model from the snapshot (when valid and not past `until`) and the log."""
         model = cls() if until is not None else await cls.from_snapshot(store)
-        # A replay allocates only objects that cannot form cycles: the cycle
-        # collector would only slow it down, so it waits until the model is built.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        with cycle_collector_paused():
             await model.catch_up(store, until)
-        finally:
-            if collecting:
-                gc.enable()
         return model
 
 
@@ -201,6 +195,22 @@ async def snapshot_problem(store: EventStore, snapshot: Snapshot) -> str | None:
     if event.hash != snapshot.hash:
         return f"the log's event {snapshot.position} is not the one it was taken at"
     return None
+
+
+@contextmanager
+def cycle_collector_paused() -> Iterator[None]:
+    """Pause the cycle collector during a replay.
+
+    A replay allocates only objects that cannot form cycles, by the hundred
+    thousand: the collector would walk them again and again for nothing.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 async def replay_board(records: AsyncIterable[Recorded]) -> Board:
