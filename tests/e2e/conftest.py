@@ -102,13 +102,15 @@ class Watch:
         assert not self.errors, "\n".join(self.errors)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
+    # Per module, not per session: Playwright's synchronous API runs an event loop of
+    # its own, which must be gone before the suite's async tests run theirs.
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's package (apt-get install chromium)")
