@@ -2,4 +2,5 @@
 
 from tracker.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a worker process imports the parent's main module
+    raise SystemExit(main())

@@ -20,14 +20,13 @@ from tracker.auth import load_or_create_secret
 from tracker.clock import format_timestamp, parse_timestamp, system_clock
 from tracker.config import ConfigError, Settings
 from tracker.errors import CorruptLog, TrackerError
-from tracker.events.records import Recorded, RecordRow, ReplayRow
+from tracker.events.records import Recorded, ReplayRow
 from tracker.events.sqlite import SQLiteStore
 from tracker.events.store import Snapshot
-from tracker.events.verify import BadEvent, ChainChecker
+from tracker.events.verify import BadEvent, ChainChecker, ChainReport
 from tracker.progress import Progress
 from tracker.projections.board import Task
 from tracker.projections.model import (
-    SNAPSHOT_FORMAT,
     SNAPSHOT_NAME,
     ReadModel,
     cycle_collector_paused,
@@ -289,45 +288,53 @@ def _until(text: str | None) -> tuple[int | None, str | None]:
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         async with SQLiteStore.open(settings.db, create=False, exclusive=False) as store:
+            head = store.head
             snapshot = await store.load_snapshot(SNAPSHOT_NAME)
-            at = snapshot.position if snapshot is not None else -1
-            checker = ChainChecker()
-            model = ReadModel()
-            with Progress("verify", store.head) as progress:
+            problems: list[BadEvent] = []
+            if snapshot is not None and (reason := await snapshot_problem(store, snapshot)):
+                reason = f"the snapshot is not of this log: {reason}"
+                problems.append(BadEvent(snapshot.position, reason))
+            chain: list[ChainReport] = []
 
-                def check(row: RecordRow) -> None:
-                    checker.check_row(row)
-                    position, stream, version, type_, schema, data, _, recorded_at, hash_ = row
-                    lean = (position, stream, version, type_, schema, data, recorded_at)
-                    try:
-                        model.apply_row(lean)
-                    except CorruptLog as exc:
-                        raise BadEvent(position, str(exc)) from exc
-                    if position == at:
-                        assert snapshot is not None
-                        _check_snapshot(snapshot, position, hash_, model)
-                    progress.advance()
+            async def check_chain() -> None:
+                chain.append(await store.check_chain(head))
 
-                with cycle_collector_paused():
-                    await store.scan(check)
-            if snapshot is not None and checker.position < at:
-                reason = await snapshot_problem(store, snapshot)
-                raise BadEvent(snapshot.position, f"the snapshot is not of this log: {reason}")
+            # The chain is checked in another process while this one replays.
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(check_chain)
+                try:
+                    await _replay_against(store, head, snapshot)
+                except BadEvent as bad:
+                    problems.append(bad)
+            [report] = chain
+            if report.bad_position is not None:
+                problems.insert(0, BadEvent(report.bad_position, report.reason))
+            if problems:  # the first bad event, whoever found it (the chain check wins ties)
+                raise min(problems, key=lambda problem: problem.position)
         note = f", snapshot at {snapshot.position} matches" if snapshot is not None else ""
-        print(f"ok: {checker.position} events, chain tip {checker.hash}{note}")
+        print(f"ok: {report.position} events, chain tip {report.hash}{note}")
         return 0
 
     return _run(run)
 
 
-def _check_snapshot(snapshot: Snapshot, position: int, hash_: str, replayed: ReadModel) -> None:
-    """The snapshot must be of this log, in this format, and equal to a replay up to it."""
-    if snapshot.hash != hash_:
-        raise BadEvent(position, "the snapshot was not taken of this log (its hash differs)")
-    if snapshot.format != SNAPSHOT_FORMAT:
-        raise BadEvent(position, f"the snapshot has format {snapshot.format}")
-    if snapshot.data != replayed.dump():
-        raise BadEvent(position, "the stored snapshot differs from a full replay of the log")
+async def _replay_against(store: SQLiteStore, head: int, snapshot: Snapshot | None) -> None:
+    """Replay the log up to `head`; the projections must accept every event, and equal the
+    stored snapshot at its position."""
+    model = ReadModel()
+    at = snapshot.position if snapshot is not None else -1
+    with Progress("verify", head) as progress, cycle_collector_paused():
+
+        def apply(row: ReplayRow) -> None:
+            try:
+                model.apply_row(row)
+            except CorruptLog as exc:
+                raise BadEvent(row[0], str(exc)) from exc
+            if row[0] == at and snapshot is not None and snapshot.data != model.dump():
+                raise BadEvent(at, "the stored snapshot differs from a full replay of the log")
+            progress.advance()
+
+        await store.replay(apply, until=head)
 
 
 # export and import

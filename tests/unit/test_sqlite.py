@@ -692,3 +692,27 @@ async def test_an_import_that_fails_part_way_writes_nothing(
     assert store.head == 0
     assert await collect(store.read_all()) == []
     assert await store.import_log(chunks_of(source_log)) == 5
+
+
+async def test_the_chain_check_reaches_the_tip_it_is_given(three_streams: SQLiteStore) -> None:
+    report = await three_streams.check_chain(three_streams.head)
+    assert (report.position, report.hash) == (5, three_streams.last_hash)
+    assert report.bad_position is None
+
+    partial = await three_streams.check_chain(3)
+    log = await collect(three_streams.read_all(until=3))
+    assert (partial.position, partial.hash) == (3, log[-1].hash)
+
+
+async def test_the_chain_check_names_the_first_edited_event(db_path: Path) -> None:
+    async with SQLiteStore.open(db_path, FakeClock()) as store:
+        await store.append("a", 0, marks("1", "2", "3"), "x")
+    with sqlite3.connect(db_path) as connection:
+        connection.execute("UPDATE events SET actor = 'mallory' WHERE position = 2")
+    connection.close()
+
+    async with SQLiteStore.open(db_path, FakeClock(), exclusive=False) as store:
+        report = await store.check_chain(store.head)
+
+    assert (report.position, report.bad_position) == (1, 2)
+    assert "hash does not match" in report.reason

@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import aiosqlite
 import anyio
+import anyio.to_process
 import msgspec
 
 from tracker.background import background
@@ -33,13 +34,13 @@ from tracker.events import codec
 from tracker.events.records import (
     GENESIS_HASH,
     Recorded,
-    RecordRow,
     ReplayRow,
     canonical_bytes,
     chain_hash,
 )
 from tracker.events.store import Append, CommitListener, Snapshot
 from tracker.events.types import BaseEvent
+from tracker.events.verify import BadEvent, ChainChecker, ChainReport
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ class SQLiteStore:
         self._closing = False
         self._broken: str | None = None
         """Why appends are refused for good (the writer or a projection failed)."""
+        self._path: Path | None = None
         self._checkpointer = reader
         self._checkpoint_due = anyio.Event()
         self._uncheckpointed = 0
@@ -171,6 +173,7 @@ class SQLiteStore:
             for _ in range(2):
                 await _connect(path, connections)
             store = cls(writer, connections[1], clock)
+            store._path = path
             store._checkpointer = connections[2]
             await store._load_head()
             # On leaving, the writer finishes what it was given, then stops.
@@ -227,20 +230,20 @@ class SQLiteStore:
             for row in rows:
                 yield _record(row)
 
+    async def check_chain(self, until: int) -> ChainReport:
+        """Check positions, the hash chain and stream versions up to `until`, in a worker
+        process: on a machine with a core to spare, it runs beside a replay."""
+        assert self._path is not None
+        try:
+            return await anyio.to_process.run_sync(check_chain_file, str(self._path), until)
+        except anyio.BrokenWorkerProcess:  # no worker process to be had: check it here
+            logger.warning("no worker process for the chain check; checking in a thread")
+            return await anyio.to_thread.run_sync(check_chain_file, str(self._path), until)
+
     async def replay(
         self, callback: Callable[[ReplayRow], object], after: int = 0, until: int | None = None
     ) -> int:
-        return await self._feed(_REPLAY_COLUMNS, callback, after, until)
-
-    async def scan(
-        self, callback: Callable[[RecordRow], object], after: int = 0, until: int | None = None
-    ) -> int:
-        return await self._feed(_COLUMNS, callback, after, until)
-
-    async def _feed(
-        self, columns: str, callback: Callable[[Any], object], after: int, until: int | None
-    ) -> int:
-        """Call `callback` with every row of `columns` after `after` (up to `until`).
+        """Call `callback` with every event after `after` (up to `until`); return how many.
 
         The next page is read from the database while the callback works through
         this one, and rows are handed over as they come, without an envelope.
@@ -250,7 +253,7 @@ class SQLiteStore:
         async def read_ahead() -> None:
             async with send:
                 try:
-                    async for page in self._row_pages(columns, after, until, None):
+                    async for page in self._row_pages(_REPLAY_COLUMNS, after, until, None):
                         await send.send(page)
                 except anyio.BrokenResourceError:  # the callback failed: stop reading
                     return
@@ -567,6 +570,27 @@ def _record(row: Any) -> Recorded:
     return Recorded(
         row[0], row[1], row[2], row[3], row[4], msgspec.Raw(row[5]), row[6], row[7], row[8]
     )
+
+
+def check_chain_file(path: str, until: int) -> ChainReport:
+    """The chain check of the log at `path` up to `until`, run in this (worker) process."""
+    checker = ChainChecker()
+    query = (
+        f"SELECT {_COLUMNS} FROM events WHERE position > ? AND position <= ? "
+        f"ORDER BY position LIMIT {READ_PAGE}"
+    )
+    connection = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        while True:
+            rows = connection.execute(query, (checker.position, until)).fetchall()
+            for row in rows:
+                checker.check_row(row)
+            if len(rows) < READ_PAGE:
+                return checker.report()
+    except BadEvent as bad:
+        return checker.report(bad)
+    finally:
+        connection.close()
 
 
 def _row(record: Recorded) -> tuple[Any, ...]:

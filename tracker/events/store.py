@@ -11,8 +11,9 @@ from typing import Protocol
 
 import msgspec
 
-from tracker.events.records import Recorded, RecordRow, ReplayRow
+from tracker.events.records import Recorded, ReplayRow
 from tracker.events.types import BaseEvent
+from tracker.events.verify import ChainReport
 
 CommitListener = Callable[[Sequence[Recorded]], None]
 """Called with every committed batch, in position order, before its appenders resume."""
@@ -81,10 +82,8 @@ class EventStore(Protocol):
         lean `ReplayRow` a projection needs; return how many."""
         ...
 
-    async def scan(
-        self, callback: Callable[[RecordRow], object], after: int = 0, until: int | None = None
-    ) -> int:
-        """`replay` with every column of each event (for checking the chain); return how many."""
+    async def check_chain(self, until: int) -> ChainReport:
+        """Check gap-free positions, the hash chain and stream versions up to `until`."""
         ...
 
     async def read_stream(self, stream: str) -> list[Recorded]:

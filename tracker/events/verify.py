@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from tracker.errors import CorruptLog
 from tracker.events import codec
 from tracker.events.records import (
@@ -20,6 +22,19 @@ class BadEvent(CorruptLog):
         super().__init__(f"position {position}: {reason}")
         self.position = position
         self.reason = reason
+
+
+class ChainReport(msgspec.Struct, frozen=True):
+    """How far a chain check got (`position`, `hash`), and its first bad event, if any."""
+
+    position: int
+    hash: str
+    bad_position: int | None = None
+    reason: str = ""
+
+    def raise_if_bad(self) -> None:
+        if self.bad_position is not None:
+            raise BadEvent(self.bad_position, self.reason)
 
 
 class ChainChecker:
@@ -79,3 +94,9 @@ class ChainChecker:
         self._versions[stream] = version
         self.position = position
         self.hash = hash_
+
+    def report(self, bad: BadEvent | None = None) -> ChainReport:
+        """Where the check stands, with the first bad event it found."""
+        if bad is None:
+            return ChainReport(self.position, self.hash)
+        return ChainReport(self.position, self.hash, bad.position, bad.reason)
