@@ -8,7 +8,8 @@ client's interval between consecutive ticks is from 1 s, how late each
 `timer_finished` arrives after its timer's `ends_at`, the server's CPU, and its
 RSS growth per connection. The client process runs no cyclic GC during the
 window and notes how late its own event loop wakes, so that its share of the
-delays can be told apart.
+delays can be told apart; the CPU that other processes used meanwhile is noted
+too (the machine may be shared).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import gc
 import itertools
 import json
 import math
+import os
 import resource
 import time
 from collections.abc import Sequence
@@ -88,6 +90,8 @@ class Measured:
     connect_seconds: float
     server_cpu_seconds: float
     client_cpu_seconds: float
+    machine_cpu_seconds: float
+    """CPU time of the whole machine, these two processes and any other."""
     deflate: bool
     client_lag_ms: list[float]
 
@@ -191,18 +195,23 @@ async def _measure(server: Server, guests: list[Guest], size: Size) -> Measured:
         connect_seconds = time.perf_counter() - started
         await anyio.sleep(0.5)  # let the server settle before reading its RSS
         rss_after = rss_kib(pid)
-        await anyio.to_thread.run_sync(_start_due, server.url, guests[: size.due], size.due_seconds)
         # This process's own collections of its thousands of sockets would delay the
-        # receive times: no cyclic GC during the window.
+        # receive times: no cyclic GC during the window. The last one takes a few hundred
+        # ms, so it runs before the due timers start: what it held up is read by then.
         gc.collect()
         gc.disable()
         try:
-            server_threads, client_cpu, begin = thread_cpu_ns(pid), _own_cpu(), time.time()
+            await anyio.to_thread.run_sync(
+                _start_due, server.url, guests[: size.due], size.due_seconds
+            )
+            server_threads, client_cpu, machine_cpu = thread_cpu_ns(pid), _own_cpu(), machine_busy()
+            begin = time.time()
             with anyio.move_on_after(size.window):
                 await _watch_lag(lags)
             end = time.time()
             server_cpu = cpu_seconds_since(pid, server_threads)
             client_cpu = _own_cpu() - client_cpu
+            machine_cpu = machine_busy() - machine_cpu
         finally:
             gc.enable()
         with anyio.move_on_after(GRACE):
@@ -220,6 +229,7 @@ async def _measure(server: Server, guests: list[Guest], size: Size) -> Measured:
         connect_seconds=connect_seconds,
         server_cpu_seconds=server_cpu,
         client_cpu_seconds=client_cpu,
+        machine_cpu_seconds=machine_cpu,
         deflate="permessage-deflate" in extensions,
         client_lag_ms=lags,
     )
@@ -280,6 +290,7 @@ def _figures(
     rss_per_connection = (measured.rss_after_kib - measured.rss_before_kib) / size.clients
     server_cores = measured.server_cpu_seconds / seconds
     client_cores = measured.client_cpu_seconds / seconds
+    other_cores = max(0.0, measured.machine_cpu_seconds / seconds - server_cores - client_cores)
     common = {
         "clients": size.clients,
         "due_timers": size.due,
@@ -292,6 +303,7 @@ def _figures(
     }
     note = f"{size.clients} sockets; server {server_cores:.2f} cores, client {client_cores:.2f}"
     note += f" (its loop late by max {max(measured.client_lag_ms):.0f} ms)"
+    note += f", other processes {other_cores:.2f}"
     note += f"; tick delivery p99 {percentile(delivery, 99):.0f} ms after server_time"
     if duplicates:
         note += f"; {duplicates} ticks repeated a second (p99 without them "
@@ -335,7 +347,7 @@ def _figures(
             "server CPU during the window",
             server_cores,
             "cores",
-            details={"client_cores": round(client_cores, 3)},
+            details={"client_cores": round(client_cores, 3), "other_cores": round(other_cores, 3)},
         ),
         Figure(
             NAME,
@@ -401,6 +413,14 @@ def cpu_seconds_since(pid: int, before: dict[int, int]) -> float:
     meanwhile is left out, not counted negative)."""
     now = thread_cpu_ns(pid)
     return sum(used - before.get(tid, 0) for tid, used in now.items()) / 1e9
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (all but idle and iowait), from
+    /proc/stat: other work on a shared machine shows as more than server + client."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def _own_cpu() -> float:

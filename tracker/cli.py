@@ -166,6 +166,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         server_header=False,
         timeout_graceful_shutdown=10,
         ws_max_size=4096,
+        # Live messages are a hundred bytes or so: compressing them saves next to nothing,
+        # and costs every socket its zlib buffers and every message a deflate call.
+        ws_per_message_deflate=False,
     )
     server = _server_class()(config)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler it

@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 QUEUE_SIZE = 64
 """Messages a subscriber may have waiting before it counts as stalled."""
 TICK_SECONDS = 1.0
+TICK_BATCH = 20
+"""Subscribed principals looked at in a tick before other work gets a turn."""
 
 
 class SnapshotMessage(msgspec.Struct, tag="snapshot", tag_field="type"):
@@ -199,21 +201,28 @@ class Hub:
             await anyio.sleep(target - self._clock())
             if (early := target - self._clock()) > 0:  # a sleep may end a little early
                 await anyio.sleep(early)
-            self.tick()
+            await self.tick()
 
-    def tick(self) -> None:
-        """Send this second's remaining times (computed from due times) to whoever waits."""
+    async def tick(self) -> None:
+        """Send this second's remaining times (computed from due times) to whoever waits.
+
+        Only the subscribed principals' tasks are looked at, and in batches, with other
+        work let in between: a timer that finishes meanwhile need not wait for thousands
+        of ticks to go out first.
+        """
         board, now = self._model.board, self._clock()
-        running: dict[str, list[Remaining]] = {}
-        for task_id, clock in board.clocks.items():
-            owner = board.owners.get(task_id)
-            if clock.running_since is None or owner not in self._subscribers:
-                continue
-            remaining = round(max(0.0, clock.ends_at - now), 3)
-            running.setdefault(owner, []).append(Remaining(task_id, remaining))
         server_time = format_timestamp(now)
-        for owner, timers in running.items():
-            self.publish(owner, encode(TickMessage(server_time, timers)))
+        for number, owner in enumerate(list(self._subscribers), start=1):
+            timers = [
+                Remaining(task_id, round(max(0.0, clock.ends_at - now), 3))
+                for task_id in board.tasks.get(owner, ())
+                if (clock := board.clocks.get(task_id)) is not None
+                and clock.running_since is not None
+            ]
+            if timers:
+                self.publish(owner, encode(TickMessage(server_time, timers)))
+            if number % TICK_BATCH == 0:
+                await anyio.lowlevel.checkpoint()
 
     def _offer(self, subscription: Subscription, message: str) -> None:
         if not subscription.offer(message):

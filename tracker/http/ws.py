@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import msgspec
 from starlette.routing import BaseRoute, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from tracker.errors import AuthError, Forbidden
 from tracker.http.session import authenticate, check_same_origin
@@ -32,23 +32,23 @@ async def live(websocket: WebSocket) -> None:
         await websocket.close(UNAUTHORIZED)
         return
     async with hub.subscribe(principal.id) as subscription, anyio.create_task_group() as tasks:
-        tasks.start_soon(_forward, websocket, subscription, tasks.cancel_scope)
+        tasks.start_soon(_forward, websocket, subscription)
         await _answer(websocket, hub, subscription)
-        tasks.cancel_scope.cancel()
+        # Ended, not cancelled: a cancellation's traceback would hold the whole connection
+        # in a reference cycle, left for a full pass of the cycle collector to free.
+        subscription.close()
 
 
-async def _forward(
-    websocket: WebSocket, subscription: Subscription, connection: anyio.CancelScope
-) -> None:
-    """Send the hub's messages until the hub ends the subscription (the server is going
-    away, or this client fell behind: close with 1001) or the client leaves."""
+async def _forward(websocket: WebSocket, subscription: Subscription) -> None:
+    """Send the hub's messages until the subscription ends; if the hub ended it (the
+    server is going away, or this client fell behind), close with 1001."""
     try:
         async for message in subscription:
             await websocket.send_text(message)
-        await websocket.close(GOING_AWAY)
+        if _open(websocket):  # else the client left, or was closed with 1008
+            await websocket.close(GOING_AWAY)
     except WebSocketDisconnect:
         pass  # the client left while a message was on its way
-    connection.cancel()
 
 
 async def _answer(websocket: WebSocket, hub: Hub, subscription: Subscription) -> None:
@@ -69,6 +69,12 @@ async def _answer(websocket: WebSocket, hub: Hub, subscription: Subscription) ->
             hub.reply(subscription, pong())
     except WebSocketDisconnect:
         pass
+
+
+def _open(websocket: WebSocket) -> bool:
+    """Whether neither side has closed the socket yet."""
+    connected = WebSocketState.CONNECTED
+    return websocket.client_state is connected and websocket.application_state is connected
 
 
 ROUTES: list[BaseRoute] = [WebSocketRoute("/ws", live)]
