@@ -197,8 +197,9 @@ class Hub:
     async def run_ticker(self) -> None:
         """One `tick` a second to every subscribed principal with a running timer."""
         while True:
-            target = (self._clock() // TICK_SECONDS + 1) * TICK_SECONDS
-            await anyio.sleep(target - self._clock())
+            now = self._clock()  # read once: a second boundary may pass between two readings
+            target = (now // TICK_SECONDS + 1) * TICK_SECONDS
+            await anyio.sleep(target - now)
             if (early := target - self._clock()) > 0:  # a sleep may end a little early
                 await anyio.sleep(early)
             await self.tick()

@@ -172,6 +172,22 @@ async def test_a_tick_reaches_every_subscribed_principal_with_a_running_timer(
     assert len(received[-1]) == 1
 
 
+async def test_the_ticker_survives_a_second_boundary_between_two_readings_of_the_clock() -> None:
+    readings = iter([99.9999999, 100.0000001])
+    ticked = anyio.Event()
+
+    class Boundary(Hub):
+        async def tick(self) -> None:
+            ticked.set()
+
+    hub = Boundary(ReadModel(), lambda: next(readings, 100.5))
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(hub.run_ticker)
+            await ticked.wait()
+            tasks.cancel_scope.cancel()
+
+
 async def test_closing_all_ends_every_subscription(hub: Hub) -> None:
     async with hub.subscribe("alice") as subscription:
         subscription.receive_nowait()
