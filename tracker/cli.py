@@ -175,7 +175,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # found: make that one a no-op, so a graceful stop exits 0 rather than -15.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server.run()
-    return 0 if server.started else 1
+    return 0 if server.started and not server.failed else 1
 
 
 async def _preflight(settings: Settings) -> int:
@@ -191,7 +191,20 @@ def _server_class() -> type:
 
     class Server(uvicorn.Server):
         """uvicorn, but live sockets are closed with 1001 (going away) before it closes
-        the rest of its connections (it would say 1012, service restart)."""
+        the rest of its connections (it would say 1012, service restart), and the
+        process stops if the application itself fails."""
+
+        failed = False
+
+        async def on_tick(self, counter: int) -> bool:
+            # The lifespan ended by itself: a background task (timers, ticks, snapshots)
+            # failed and the store is closed. Answering 503 for ever helps nobody: stop,
+            # so that whatever runs the server starts it again.
+            if getattr(self.lifespan, "error_occurred", False) and not self.should_exit:
+                logging.getLogger("tracker").critical("the application failed: stopping")
+                self.failed = self.should_exit = True
+            should_exit: bool = await super().on_tick(counter)
+            return should_exit
 
         async def shutdown(self, sockets: Any = None) -> None:
             app = self.config.app
