@@ -320,11 +320,11 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
                 tasks.start_soon(check_chain)
                 try:
                     await _replay_against(store, head, snapshot)
-                except BadEvent as bad:
-                    problems.append(bad)
+                except BadEvent as replay_problem:
+                    problems.append(replay_problem)
             [report] = chain
-            if report.bad_position is not None:
-                problems.insert(0, BadEvent(report.bad_position, report.reason))
+            if (chain_problem := report.problem()) is not None:
+                problems.insert(0, chain_problem)
             if problems:  # the first bad event, whoever found it (the chain check wins ties)
                 raise min(problems, key=lambda problem: problem.position)
         note = f", snapshot at {snapshot.position} matches" if snapshot is not None else ""

@@ -62,18 +62,21 @@ def chain_hash(previous_hash: str, canonical: bytes) -> str:
     return digest.hexdigest()
 
 
+def record_row(record: Recorded) -> RecordRow:
+    """Every column of `record`, in order (as the store writes it and the chain covers it)."""
+    return (
+        record.position,
+        record.stream,
+        record.version,
+        record.type,
+        record.schema,
+        bytes(record.data),
+        record.actor,
+        record.recorded_at,
+        record.hash,
+    )
+
+
 def expected_hash(previous_hash: str, event: Recorded) -> str:
     """The hash `event` must carry if it follows an event whose hash is `previous_hash`."""
-    return chain_hash(
-        previous_hash,
-        canonical_bytes(
-            event.position,
-            event.stream,
-            event.version,
-            event.type,
-            event.schema,
-            bytes(event.data),
-            event.actor,
-            event.recorded_at,
-        ),
-    )
+    return chain_hash(previous_hash, canonical_bytes(*record_row(event)[:-1]))

@@ -37,6 +37,7 @@ from tracker.events.records import (
     ReplayRow,
     canonical_bytes,
     chain_hash,
+    record_row,
 )
 from tracker.events.store import Append, CommitListener, Snapshot
 from tracker.events.types import BaseEvent
@@ -287,16 +288,17 @@ class SQLiteStore:
                 filters.append(msgspec.json.encode(list(values)).decode())
         conditions = " AND ".join(where)
         query = f"SELECT {columns} FROM events WHERE {conditions} ORDER BY position LIMIT ?"
-        last, left = after, limit if limit is not None else -1
+        last, left = after, limit
         while left != 0:
-            page = READ_PAGE if left < 0 else min(READ_PAGE, left)
+            page = READ_PAGE if left is None else min(READ_PAGE, left)
             rows = await self._read(query, (last, *filters, page))
             if rows:
                 yield rows
             if len(rows) < page:
                 return
             last = rows[-1][0]
-            left = left - len(rows) if left > 0 else left
+            if left is not None:
+                left -= len(rows)
 
     async def read_stream(self, stream: str) -> list[Recorded]:
         rows = await self._read(
@@ -343,7 +345,7 @@ class SQLiteStore:
         await self._writer.execute("BEGIN IMMEDIATE")
         try:
             async for chunk in chunks:
-                await self._writer.executemany(_INSERT, [_row(record) for record in chunk])
+                await self._writer.executemany(_INSERT, [record_row(record) for record in chunk])
                 count += len(chunk)
                 last = chunk[-1] if chunk else last
             await self._writer.execute("COMMIT")
@@ -591,20 +593,6 @@ def check_chain_file(path: str, until: int) -> ChainReport:
         return checker.report(bad)
     finally:
         connection.close()
-
-
-def _row(record: Recorded) -> tuple[Any, ...]:
-    return (
-        record.position,
-        record.stream,
-        record.version,
-        record.type,
-        record.schema,
-        bytes(record.data),
-        record.actor,
-        record.recorded_at,
-        record.hash,
-    )
 
 
 def _lock(path: Path) -> IO[bytes]:

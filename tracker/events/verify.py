@@ -12,6 +12,7 @@ from tracker.events.records import (
     RecordRow,
     canonical_bytes,
     chain_hash,
+    record_row,
 )
 
 
@@ -32,9 +33,11 @@ class ChainReport(msgspec.Struct, frozen=True):
     bad_position: int | None = None
     reason: str = ""
 
-    def raise_if_bad(self) -> None:
-        if self.bad_position is not None:
-            raise BadEvent(self.bad_position, self.reason)
+    def problem(self) -> BadEvent | None:
+        """The first bad event as an error, or None if the chain is sound."""
+        if self.bad_position is None:
+            return None
+        return BadEvent(self.bad_position, self.reason)
 
 
 class ChainChecker:
@@ -47,19 +50,7 @@ class ChainChecker:
 
     def check(self, event: Recorded) -> None:
         """Check the next event against everything seen before it, and that its data decodes."""
-        self.check_row(
-            (
-                event.position,
-                event.stream,
-                event.version,
-                event.type,
-                event.schema,
-                bytes(event.data),
-                event.actor,
-                event.recorded_at,
-                event.hash,
-            )
-        )
+        self.check_row(record_row(event))
         try:
             codec.decode(event)
         except CorruptLog as exc:
