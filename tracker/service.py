@@ -50,6 +50,9 @@ from tracker.projections.identity import principal_stream, username_stream
 from tracker.projections.model import ReadModel, replay_board
 from tracker.throttle import LoginThrottle
 
+TimerDecision = Callable[[Task | None, RunClock | None, float], Sequence[BaseEvent]]
+"""A decision on a task's countdown at a moment (pause, resume, stop)."""
+
 ID_BYTES = 12
 MAX_ATTEMPTS = 1000
 """How often a write without `If-Match` is decided again after losing a race."""
@@ -268,22 +271,21 @@ class Tracker:
 
     async def pause_timer(self, principal: Principal, task_id: str) -> Task:
         """Pause the running countdown."""
-        await self._write(
-            principal, task_id, lambda task, clock: pause_timer(task, clock, self.clock())
-        )
-        return self.task(principal, task_id)
+        return await self._timer_command(principal, task_id, pause_timer)
 
     async def resume_timer(self, principal: Principal, task_id: str) -> Task:
         """Resume the paused countdown."""
-        await self._write(
-            principal, task_id, lambda task, clock: resume_timer(task, clock, self.clock())
-        )
-        return self.task(principal, task_id)
+        return await self._timer_command(principal, task_id, resume_timer)
 
     async def stop_timer(self, principal: Principal, task_id: str) -> Task:
         """Stop the countdown; the task has no timer again."""
+        return await self._timer_command(principal, task_id, stop_timer)
+
+    async def _timer_command(
+        self, principal: Principal, task_id: str, decision: TimerDecision
+    ) -> Task:
         await self._write(
-            principal, task_id, lambda task, clock: stop_timer(task, clock, self.clock())
+            principal, task_id, lambda task, clock: decision(task, clock, self.clock())
         )
         return self.task(principal, task_id)
 
