@@ -1,7 +1,8 @@
 """ws-fanout: ticks and finished timers on thousands of live sockets of one `tracker serve`.
 
 Every guest creates a task and starts a timer: most run for an hour, a few fall
-due a few seconds into the measured window. One asyncio process (uvloop) holds
+due a few seconds into the measured window, spread over one second so that some
+fall due while a tick is being sent to every socket. One asyncio process (uvloop) holds
 one WebSocket per guest (bearer header, permessage-deflate offered as browsers
 do) and notes when each message arrives. Over the window: how far each
 client's interval between consecutive ticks is from 1 s, how late each
@@ -133,11 +134,17 @@ def _start_timer(url: str, guest: Guest, seconds: int) -> float:
 
 
 def _start_due(url: str, guests: Sequence[Guest], seconds: int) -> None:
-    def one(guest: Guest) -> None:
+    """Start the due timers one after another over a second, so that their due times fall
+    at every point of the tick's second: on a tick's fan-out as well as between two."""
+    first = time.perf_counter() + 0.1
+    spacing = 1.0 / len(guests)
+
+    def one(number: int, guest: Guest) -> None:
+        time.sleep(max(0.0, first + number * spacing - time.perf_counter()))
         guest.ends_at = _start_timer(url, guest, seconds)
 
     with ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(one, guests))
+        list(pool.map(one, itertools.count(), guests))
 
 
 def _ok(answer: tuple[int, dict[str, str], bytes]) -> Any:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 import anyio.lowlevel
+from anyio.abc import TaskGroup
 
 from tracker.clock import Clock
 from tracker.errors import TrackerError
@@ -80,37 +81,50 @@ class TimerSupervisor:
         """Finish runs as they fall due, for ever (until cancelled).
 
         Between due times it waits for whichever comes first: the earliest due
-        time (through the injected `sleep`), or a new run due even earlier.
+        time (through the injected `sleep`), or a new run due even earlier. A
+        finish is not waited for: a slow append never holds up the next due run.
         """
-        while True:
-            await self.finish_due()
-            self._wake = wake = anyio.Event()
-            delay = self._heap[0][0] - self._clock() if self._heap else math.inf
-            async with anyio.create_task_group() as alarm:
-                if delay < math.inf:
-                    alarm.start_soon(self._ring, wake, max(0.0, delay))
-                await wake.wait()
-                alarm.cancel_scope.cancel()
+        async with anyio.create_task_group() as finishing:
+            while True:
+                await self._start_finishing(finishing, self._take_due())
+                self._wake = wake = anyio.Event()
+                delay = self._heap[0][0] - self._clock() if self._heap else math.inf
+                async with anyio.create_task_group() as alarm:
+                    if delay < math.inf:
+                        alarm.start_soon(self._ring, wake, max(0.0, delay))
+                    await wake.wait()
+                    alarm.cancel_scope.cancel()
 
     async def _ring(self, wake: anyio.Event, delay: float) -> None:
         await self._sleep(delay)
         wake.set()
 
     async def finish_due(self) -> int:
-        """Finish every run due by now, concurrently (their appends share commits)."""
+        """Finish every run due by now, concurrently (their appends share commits), and
+        return once all are done; how many were due."""
+        due = self._take_due()
+        if due:
+            async with anyio.create_task_group() as finishing:
+                await self._start_finishing(finishing, due)
+        return len(due)
+
+    def _take_due(self) -> list[tuple[float, str, str]]:
+        """Take every run due by now off the heap."""
         now = self._clock()
         due: list[tuple[float, str, str]] = []
         while self._heap and self._heap[0][0] <= now:
             entry = heapq.heappop(self._heap)
             self._scheduled.discard(entry)
             due.append(entry)
-        if due:
-            async with anyio.create_task_group() as tasks:
-                for number, entry in enumerate(due, start=1):
-                    tasks.start_soon(self._finish, entry)
-                    if number % 100 == 0:  # let other requests in while thousands fall due
-                        await anyio.lowlevel.checkpoint()
-        return len(due)
+        return due
+
+    async def _start_finishing(
+        self, finishing: TaskGroup, due: Sequence[tuple[float, str, str]]
+    ) -> None:
+        for number, entry in enumerate(due, start=1):
+            finishing.start_soon(self._finish, entry)
+            if number % 100 == 0:  # let other requests in while thousands fall due
+                await anyio.lowlevel.checkpoint()
 
     async def _finish(self, entry: tuple[float, str, str]) -> None:
         due, task_id, run = entry
@@ -118,5 +132,5 @@ class TimerSupervisor:
             await self._tracker.finish_timer(task_id, run, due)
         except TrackerError as exc:
             logger.warning("could not finish timer run %s of task %s: %s", run, task_id, exc)
-            self.schedule(task_id, run, due)  # the heap keeps it; retry a little later
-            await anyio.sleep(RETRY_SECONDS)
+            await self._sleep(RETRY_SECONDS)
+            self.schedule(task_id, run, due)  # due already: tried again at once

@@ -14,12 +14,12 @@ from tests.unit.support import FakeClock, collect
 from tracker.auth import Passwords, Principal, TokenService
 from tracker.clock import system_clock
 from tracker.domain import CreateTask, StartTimer
-from tracker.errors import InvalidState
+from tracker.errors import InvalidState, StorageError
 from tracker.events.sqlite import SQLiteStore
 from tracker.projections.board import Task, task_stream
 from tracker.projections.model import ReadModel
 from tracker.service import Tracker
-from tracker.timers import TimerSupervisor
+from tracker.timers import RETRY_SECONDS, TimerSupervisor
 
 
 def ids() -> Callable[[], str]:
@@ -45,6 +45,11 @@ class World:
     async def advance(self, seconds: float) -> int:
         self.clock.advance(seconds)
         return await self.supervisor.finish_due()
+
+    def state(self, who: Principal, task_id: str) -> str | None:
+        """The task's timer state, if it has a timer."""
+        timer = self.tracker.task(who, task_id).timer
+        return None if timer is None else timer.state
 
     async def finishes(self, task_id: str) -> int:
         events = await self.tracker.store.read_stream(task_stream(task_id))
@@ -177,26 +182,83 @@ async def test_the_running_supervisor_sleeps_until_the_earliest_due_time(
 ) -> None:
     late, early = await world.task(alice, "late"), await world.task(alice, "early")
 
-    def state(task_id: str) -> str | None:
-        timer = world.tracker.task(alice, task_id).timer
-        return None if timer is None else timer.state
-
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(world.supervisor.run)
         await world.start(alice, late, 100)
         await world.start(alice, early, 10)  # earlier than what the sleeper waits for
         world.clock.advance(9.5)
         await anyio.sleep(0.05)
-        assert (state(early), state(late)) == ("running", "running")
+        assert (world.state(alice, early), world.state(alice, late)) == ("running", "running")
 
         world.clock.advance(0.5)
-        await _eventually(lambda: state(early) == "finished")
-        assert state(late) == "running"
+        await _eventually(lambda: world.state(alice, early) == "finished")
+        assert world.state(alice, late) == "running"
 
         world.clock.advance(90)
-        await _eventually(lambda: state(late) == "finished")
+        await _eventually(lambda: world.state(alice, late) == "finished")
         tasks.cancel_scope.cancel()
     assert await world.finishes(early) == await world.finishes(late) == 1
+
+
+async def test_a_slow_finish_does_not_hold_up_the_next_due_run(
+    world: World, alice: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow, next_one = await world.task(alice, "slow"), await world.task(alice, "next")
+    release = anyio.Event()
+    finish_timer = world.tracker.finish_timer
+
+    async def stalled_for_slow(task_id: str, run: str, due: float) -> bool:
+        if task_id == slow:
+            await release.wait()  # say, its commit waits for a busy disk
+        return await finish_timer(task_id, run, due)
+
+    monkeypatch.setattr(world.tracker, "finish_timer", stalled_for_slow)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(world.supervisor.run)
+        await world.start(alice, slow, 10)
+        await world.start(alice, next_one, 11)
+        world.clock.advance(10)
+        await anyio.sleep(0.05)
+        world.clock.advance(1)
+        await _eventually(lambda: world.state(alice, next_one) == "finished")
+        assert world.state(alice, slow) == "running"
+
+        release.set()
+        await _eventually(lambda: world.state(alice, slow) == "finished")
+        tasks.cancel_scope.cancel()
+    assert await world.finishes(slow) == await world.finishes(next_one) == 1
+
+
+async def test_a_finish_the_store_refused_is_tried_again_with_its_due_time(
+    world: World, alice: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task_id = await world.task(alice)
+    await world.start(alice, task_id, 10)
+    refusals = [StorageError("the disk is full")]
+    finish_timer = world.tracker.finish_timer
+
+    async def refused_once(task_id: str, run: str, due: float) -> bool:
+        if refusals:
+            raise refusals.pop()
+        return await finish_timer(task_id, run, due)
+
+    monkeypatch.setattr(world.tracker, "finish_timer", refused_once)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(world.supervisor.run)
+        world.clock.advance(10)
+        await _eventually(lambda: not refusals)
+        await anyio.sleep(0.05)
+        assert await world.finishes(task_id) == 0  # not tried again in a busy loop
+
+        world.clock.advance(RETRY_SECONDS)
+        await _eventually(lambda: world.state(alice, task_id) == "finished")
+        tasks.cancel_scope.cancel()
+    timer = world.tracker.task(alice, task_id).timer
+    assert timer is not None
+    assert timer.finished_at == timer.started_at.replace("00.000", "10.000")
+    assert await world.finishes(task_id) == 1
 
 
 async def _eventually(condition: Callable[[], bool]) -> None:
