@@ -48,13 +48,15 @@ def free_port() -> int:
         return port
 
 
-def tracker_server(db: Path, workdir: Path) -> AbstractContextManager[Server]:
+def tracker_server(
+    db: Path, workdir: Path, *, log_level: str = "warning"
+) -> AbstractContextManager[Server]:
     """`tracker serve` on `db`, access log off, with a fixed secret key."""
     port = free_port()
     env = {
         "TRACKER_SECRET_KEY": SECRET_KEY,
         "TRACKER_ACCESS_LOG": "0",
-        "TRACKER_LOG_LEVEL": "warning",
+        "TRACKER_LOG_LEVEL": log_level,
     }
     argv = ["-m", "tracker", "serve", "--host", HOST, "--port", str(port), "--db", str(db)]
     # The working directory is the scratch one, so no stray `.env` is read.

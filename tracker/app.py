@@ -59,7 +59,9 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Starlette:
             hub = Hub(model, clock)
             model.add_listener(hub.on_changes)
             app.state.hub = hub  # for the server's shutdown: sockets close with 1001
-            logger.info("%d running timers scheduled", supervisor.schedule_running())
+            started = clock()
+            scheduled = supervisor.schedule_running()
+            logger.info("%d running timers scheduled in %.3f s", scheduled, clock() - started)
             _tune_runtime()
             try:
                 async with anyio.create_task_group() as tasks:
