@@ -168,10 +168,10 @@ def run(options: Options) -> list[Figure]:
 def _scheduling(server_log: Path) -> tuple[int, float]:
     """How many running timers the server scheduled at startup, and in how many seconds
     (after the replay), as its log says."""
-    found = re.search(r"(\d+) running timers scheduled in ([\d.]+) s", server_log.read_text())
+    found = re.search(r"(\d+) running timers scheduled in ([\d.]+) ms", server_log.read_text())
     if found is None:
         raise RuntimeError(f"{server_log} does not say how the timers were scheduled")
-    return int(found[1]), float(found[2])
+    return int(found[1]), float(found[2]) / 1000
 
 
 def _write_log(path: Path, size: Size) -> tuple[int, list[str], int]:

@@ -61,7 +61,8 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Starlette:
             app.state.hub = hub  # for the server's shutdown: sockets close with 1001
             started = clock()
             scheduled = supervisor.schedule_running()
-            logger.info("%d running timers scheduled in %.3f s", scheduled, clock() - started)
+            milliseconds = (clock() - started) * 1000
+            logger.info("%d running timers scheduled in %.2f ms", scheduled, milliseconds)
             _tune_runtime()
             try:
                 async with anyio.create_task_group() as tasks:
