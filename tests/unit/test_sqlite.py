@@ -346,10 +346,42 @@ async def test_paging_neither_loses_nor_repeats_an_event_at_page_edges(
 
     assert [e.position for e in log] == list(range(1, total + 1))
     assert seen == [
-        (e.position, e.stream, e.version, e.type, e.schema, bytes(e.data), e.recorded_at)
-        for e in log
+        (e.position, e.stream, e.version, e.type, e.schema, e.data, e.recorded_at) for e in log
     ]
     assert count == total
+
+
+@pytest.mark.parametrize(
+    ("damage", "positions"),
+    [
+        (
+            "UPDATE events SET data = CAST('not json' AS BLOB) WHERE position = 4",
+            [1, 2, 3, 4, 5, 6],
+        ),
+        ("DELETE FROM events WHERE position = 4", [1, 2, 3, 5, 6]),
+    ],
+    ids=["data that is not JSON", "a gap"],
+)
+async def test_replay_hands_over_a_damaged_page_row_by_row_as_stored(
+    store: SQLiteStore,
+    db_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    damage: str,
+    positions: list[int],
+) -> None:
+    monkeypatch.setattr(sqlite, "READ_PAGE", 2)
+    await store.append("a", 0, marks(*(str(number) for number in range(6))), "x")
+    with sqlite3.connect(db_path) as other:
+        other.execute(damage)
+    other.close()
+    seen: list[ReplayRow] = []
+
+    assert await store.replay(seen.append) == len(positions)
+
+    assert [row[0] for row in seen] == positions
+    data = {row[0]: bytes(row[5]) for row in seen}
+    assert data.get(4, b"not json") == b"not json"  # what the projection is to refuse
+    assert data[5] == b'{"type":"GuestStarted","principal_id":"4"}'
 
 
 async def test_replay_calls_back_every_event_in_order_and_counts_them(

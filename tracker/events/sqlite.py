@@ -81,6 +81,14 @@ PRAGMA user_version = {SCHEMA_VERSION};
 
 _COLUMNS = "position, stream, version, type, schema, data, actor, recorded_at, hash"
 _REPLAY_COLUMNS = "position, stream, version, type, schema, data, recorded_at"
+_REPLAY_PAGE = f"""
+SELECT json_group_array(json_array(position, stream, version, type, schema,
+                                   json(CAST(data AS TEXT)), recorded_at))
+FROM (SELECT {_REPLAY_COLUMNS} FROM events
+      WHERE position > ? AND position <= ? ORDER BY position LIMIT ?)
+"""
+_replay_page = msgspec.json.Decoder(list[tuple[int, str, int, str, int, msgspec.Raw, str]])
+_MAX_POSITION = 2**63 - 1
 _INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _ROWS_PER_STATEMENT = 256
 """Rows of one multi-row INSERT (9 parameters each, far below SQLite's limit)."""
@@ -249,12 +257,12 @@ class SQLiteStore:
         The next page is read from the database while the callback works through
         this one, and rows are handed over as they come, without an envelope.
         """
-        send, receive = anyio.create_memory_object_stream[list[Any]](1)
+        send, receive = anyio.create_memory_object_stream[list[ReplayRow]](1)
 
         async def read_ahead() -> None:
             async with send:
                 try:
-                    async for page in self._row_pages(_REPLAY_COLUMNS, after, until, None):
+                    async for page in self._replay_pages(after, until):
                         await send.send(page)
                 except anyio.BrokenResourceError:  # the callback failed: stop reading
                     return
@@ -266,6 +274,33 @@ class SQLiteStore:
                     callback(row)
                 count += len(page)
         return count
+
+    async def _replay_pages(self, after: int, until: int | None) -> AsyncIterator[list[ReplayRow]]:
+        """Replay rows (the data as its JSON), a page at a time, in position order.
+
+        SQLite builds each page as one JSON document, so the work per row happens
+        in C on the database's thread, which lets go of the GIL meanwhile: the
+        projection works through one page while the next is read. A page that
+        cannot be built so (data that is not JSON, a gap) is read row by row, as
+        any other read, and the event at fault is named when it is applied.
+        """
+        last, end = after, _MAX_POSITION if until is None else until
+        while last < end:
+            try:
+                rows = await self._reader.execute_fetchall(_REPLAY_PAGE, (last, end, READ_PAGE))
+                page = _replay_page.decode(next(iter(rows))[0])
+            except (sqlite3.OperationalError, msgspec.DecodeError):
+                page = []
+            if not _follows(page, last):
+                lean = self._row_pages(_REPLAY_COLUMNS, last, end, None, limit=READ_PAGE)
+                page = [
+                    (*row[:5], msgspec.Raw(row[5]), row[6]) async for rows in lean for row in rows
+                ]
+            if page:
+                yield page
+            if len(page) < READ_PAGE:
+                return
+            last = page[-1][0]
 
     async def _row_pages(
         self,
@@ -566,6 +601,12 @@ class SQLiteStore:
                 return list(await cursor.fetchall())
         except sqlite3.Error as exc:
             raise StorageError(f"the event log cannot be read: {exc}") from exc
+
+
+def _follows(page: Sequence[ReplayRow], last: int) -> bool:
+    """Whether the page's positions run on from `last` without a gap (an empty page does
+    not: it is read again row by row, to be sure the log ends there)."""
+    return bool(page) and [row[0] for row in page] == list(range(last + 1, last + 1 + len(page)))
 
 
 def _record(row: Any) -> Recorded:
