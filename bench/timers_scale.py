@@ -6,10 +6,10 @@ now: one guest per ten tasks, every task with a timer running. Nine tasks of
 each guest have one due in a week; the tenth gets one due at the same whole
 second a few seconds after the log is written. `tracker serve` starts on it:
 the time to /healthz (which answers after replay and scheduling), the scheduling
-alone (as the server logs it), then the time from the due second until every
-due timer has its `TimerFinished` in the log (read with a read-only sqlite3
-connection every 10 ms). Each due timer must finish exactly once, and no other
-timer may.
+alone (as the server logs it), the server's RSS (the larger of once ready and
+after the burst), then the time from the due second until every due timer has
+its `TimerFinished` in the log (read with a read-only sqlite3 connection every
+10 ms). Each due timer must finish exactly once, and no other timer may.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import anyio
 from bench.common import Figure, Goal, Options
 from bench.eventlog import INSERT, create_empty_log, write_rows
 from bench.servers import request, tracker_server
-from bench.ws_fanout import log_problems, percentile
+from bench.ws_fanout import log_problems, percentile, rss_kib
 from tracker.clock import format_timestamp, parse_timestamp
 from tracker.events import codec
 from tracker.events.records import GENESIS_HASH, canonical_bytes, chain_hash
@@ -42,6 +42,8 @@ from tracker.projections.identity import principal_stream
 NAME = "timers-scale"
 FINISH_GOAL = Goal("<", 1.0)
 SCHEDULE_GOAL = Goal("<", 1.0)
+MEMORY_GOAL = Goal("<", 300)
+"""MB of server RSS with 100,000 tasks over 10,000 owners (each task's timer running, too)."""
 TASKS_PER_GUEST = 10
 LONG_SECONDS = 604_800
 DUE_DURATION = 60
@@ -97,6 +99,7 @@ def run(options: Options) -> list[Figure]:
     build_seconds = time.perf_counter() - started
     with tracker_server(db, options.workdir, log_level="info") as server:  # for its timings
         ready_at = time.time()
+        rss_ready = rss_kib(server.process.pid)
         probe = _HealthProbe(server.url)
         probe.start()
         try:
@@ -105,6 +108,7 @@ def run(options: Options) -> list[Figure]:
         finally:
             probe.stop()
         finishes = _finishes_per_stream(db, head)
+        rss_after = rss_kib(server.process.pid)
     server_log = options.workdir / f"tracker-{server.port}.log"
     problems = log_problems(server_log)
     scheduled, schedule_seconds = _scheduling(server_log)
@@ -140,6 +144,14 @@ def run(options: Options) -> list[Figure]:
             server.ready_after,
             "s",
             details=details,
+        ),
+        Figure(
+            NAME,
+            f"server RSS, {size.timers:,} tasks of {size.timers // TASKS_PER_GUEST:,} owners",
+            max(rss_ready, rss_after) * 1024 / 1e6,
+            "MB",
+            goal=MEMORY_GOAL,
+            details={"ready_kib": rss_ready, "after_burst_kib": rss_after},
         ),
         Figure(
             NAME,

@@ -48,8 +48,12 @@ logger = logging.getLogger(__name__)
 APPLICATION_ID = 0x54524B52  # "TRKR": marks a file as a Tracker log
 SCHEMA_VERSION = 1
 READ_PAGE = 5000
-CACHE_KIB = 64 * 1024
-"""Page cache per connection: the (stream, version) index of a busy log stays in memory."""
+WRITER_CACHE_KIB = 64 * 1024
+"""The writer's page cache: the (stream, version) index of a busy log stays in memory."""
+READER_CACHE_KIB = 8 * 1024
+"""The page cache of the connections that read (and checkpoint): a replay reads every
+page once, and a cache as large as the writer's would only keep the log's tail in
+memory after it."""
 CHECKPOINT_EVENTS = 5000
 """Checkpoint the WAL after this many events..."""
 CHECKPOINT_INTERVAL = 1.0
@@ -175,12 +179,12 @@ class SQLiteStore:
         connections: list[aiosqlite.Connection] = []
         lock = await anyio.to_thread.run_sync(_lock, path) if exclusive else None
         try:
-            writer = await _connect(path, connections)
+            writer = await _connect(path, connections, WRITER_CACHE_KIB)
             await _prepare(writer, path, create=create)
             # Commits never checkpoint: a connection of its own does, beside the writer.
             await writer.execute("PRAGMA wal_autocheckpoint = 0")
             for _ in range(2):
-                await _connect(path, connections)
+                await _connect(path, connections, READER_CACHE_KIB)
             store = cls(writer, connections[1], clock)
             store._path = path
             store._checkpointer = connections[2]
@@ -650,9 +654,11 @@ def _lock(path: Path) -> IO[bytes]:
     return handle
 
 
-async def _connect(path: Path, opened: list[aiosqlite.Connection]) -> aiosqlite.Connection:
-    """A new connection to `path`, added to `opened` at once, so that it is closed
-    even if what follows is cancelled."""
+async def _connect(
+    path: Path, opened: list[aiosqlite.Connection], cache_kib: int
+) -> aiosqlite.Connection:
+    """A new connection to `path` with a page cache of `cache_kib`, added to `opened` at
+    once, so that it is closed even if what follows is cancelled."""
     try:
         connection = await aiosqlite.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
@@ -660,7 +666,7 @@ async def _connect(path: Path, opened: list[aiosqlite.Connection]) -> aiosqlite.
     opened.append(connection)
     try:
         await connection.execute("PRAGMA busy_timeout = 5000")
-        await connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        await connection.execute(f"PRAGMA cache_size = -{cache_kib}")
     except sqlite3.DatabaseError as exc:
         raise CorruptLog(f"{path} is not an SQLite database: {exc}") from exc
     return connection
