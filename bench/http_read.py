@@ -2,14 +2,15 @@
 
 Reads come from the in-memory read model; the cost is authentication (JWT),
 encoding the tasks and the framework. The ceiling is bench/bare.py's GET
-endpoint answering a constant body of exactly as many bytes.
+endpoint answering a constant body of exactly as many bytes. The two run side
+by side and take turns under the load, so that both see the same machine.
 """
 
 from __future__ import annotations
 
 from bench.common import Figure, Goal, Options
 from bench.servers import bare_server, request, start_guest, tracker_server
-from bench.wrk import Load, WrkResult, run_wrk, wrk_binary
+from bench.wrk import ROUNDS, Load, WrkResult, alternate, run_wrk, wrk_binary
 
 NAME = "http-read"
 TASKS = 50
@@ -20,6 +21,7 @@ def run(options: Options) -> list[Figure]:
     wrk_binary()  # fail before starting servers if it is missing
     load = Load(seconds=1) if options.smoke else Load(seconds=10)
     warmup = None if options.smoke else Load(seconds=2)
+    rounds = 1 if options.smoke else ROUNDS
     with tracker_server(options.workdir / "http-read.db", options.workdir) as server:
         token = start_guest(server.url)
         auth = {"Authorization": f"Bearer {token}"}
@@ -31,13 +33,17 @@ def run(options: Options) -> list[Figure]:
         status, _, body = request(server.url, "GET", "/api/tasks", headers=auth)
         if status != 200:
             raise RuntimeError(f"GET /api/tasks answered {status}: {body[:200]!r}")
-        if warmup is not None:
-            run_wrk(server, "/api/tasks", warmup, token=token)
-        tracker = run_wrk(server, "/api/tasks", load, token=token)
-    with bare_server(options.workdir, get_bytes=len(body)) as bare:
-        if warmup is not None:
-            run_wrk(bare, "/blob", warmup, token=token)
-        ceiling = run_wrk(bare, "/blob", load, token=token)
+        with bare_server(options.workdir, get_bytes=len(body)) as bare:
+            if warmup is not None:
+                run_wrk(server, "/api/tasks", warmup, token=token)
+                run_wrk(bare, "/blob", warmup, token=token)
+            paired = alternate(
+                lambda turn: run_wrk(server, "/api/tasks", turn, token=token),
+                lambda turn: run_wrk(bare, "/blob", turn, token=token),
+                load,
+                rounds,
+            )
+    tracker, ceiling = paired.tracker, paired.ceiling
     return [
         Figure(
             NAME,
@@ -48,11 +54,13 @@ def run(options: Options) -> list[Figure]:
             goal=GOAL,
             details={
                 "load": vars(load),
+                "rounds": rounds,
+                "round_ratios": paired.round_ratios,
                 "response_bytes": len(body),
                 "tracker": tracker.as_json(),
                 "bare": ceiling.as_json(),
             },
-            note=_cpu_note(tracker, ceiling),
+            note=_cpu_note(tracker, ceiling) + f"; ratio per round {paired.ratio_spread}",
         )
     ]
 

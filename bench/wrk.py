@@ -6,8 +6,10 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ from bench.servers import Server
 
 SCRIPT = Path(__file__).with_name("wrk.lua")
 MARKER = "BENCH_JSON "
+ROUNDS = 5
+"""Turns of a load, alternating between Tracker and its ceiling (see `alternate`)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class WrkResult:
     """Cores the server kept busy on average (1.0 = one core all the time)."""
     wrk_cpu: float
     """Cores wrk kept busy on average."""
+    seconds: float
 
     def cpu_note(self) -> str:
         return f"server {self.server_cpu:.2f} cores, wrk {self.wrk_cpu:.2f} cores"
@@ -50,7 +55,63 @@ class WrkResult:
             "errors": self.errors,
             "server_cpu_cores": round(self.server_cpu, 3),
             "wrk_cpu_cores": round(self.wrk_cpu, 3),
+            "seconds": round(self.seconds, 3),
         }
+
+
+def combined(rounds: Sequence[WrkResult]) -> WrkResult:
+    """Several runs of one load as one: rates and CPU over their whole time, the median
+    p50 and the worst p99."""
+    seconds = sum(result.seconds for result in rounds)
+    errors: dict[str, int] = {}
+    for result in rounds:
+        for kind, count in result.errors.items():
+            errors[kind] = errors.get(kind, 0) + count
+    return WrkResult(
+        requests_per_second=sum(result.requests for result in rounds) / seconds,
+        p50_ms=statistics.median(result.p50_ms for result in rounds),
+        p99_ms=max(result.p99_ms for result in rounds),
+        requests=sum(result.requests for result in rounds),
+        errors=errors,
+        server_cpu=sum(result.server_cpu * result.seconds for result in rounds) / seconds,
+        wrk_cpu=sum(result.wrk_cpu * result.seconds for result in rounds) / seconds,
+        seconds=seconds,
+    )
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A server measured beside its ceiling, in alternating rounds."""
+
+    tracker: WrkResult
+    ceiling: WrkResult
+    round_ratios: list[float]
+
+    @property
+    def ratio_spread(self) -> dict[str, float]:
+        return {"min": min(self.round_ratios), "max": max(self.round_ratios)}
+
+
+def alternate(
+    tracker: Callable[[Load], WrkResult],
+    ceiling: Callable[[Load], WrkResult],
+    load: Load,
+    rounds: int,
+) -> Paired:
+    """Run `load` against the server and its ceiling in `rounds` alternating turns
+    (each `load.seconds / rounds` long): on a shared machine whose speed drifts, both
+    see the same conditions, where one long run each would not."""
+    turn = replace(load, seconds=max(1, round(load.seconds / rounds)))
+    ours: list[WrkResult] = []
+    theirs: list[WrkResult] = []
+    for _ in range(rounds):
+        ours.append(tracker(turn))
+        theirs.append(ceiling(turn))
+    ratios = [
+        round(mine.requests_per_second / other.requests_per_second, 3)
+        for mine, other in zip(ours, theirs, strict=True)
+    ]
+    return Paired(combined(ours), combined(theirs), ratios)
 
 
 def wrk_binary() -> str:
@@ -109,6 +170,7 @@ def run_wrk(
         errors=errors,
         server_cpu=(server_after - server_before) / seconds,
         wrk_cpu=wrk_cpu / seconds,
+        seconds=seconds,
     )
 
 
