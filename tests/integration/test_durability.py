@@ -1,15 +1,17 @@
 """Durability: what the server acknowledged survives SIGKILL, and a clean stop keeps a snapshot.
 
 The writers here are real threads with real HTTP clients; the server is killed
-while they write. Every 2xx they received is a promise the restarted server
-must keep.
+while they write (and while the timers they start fall due). Every 2xx they
+received is a promise the restarted server must keep.
 """
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +33,10 @@ from tests.integration.conftest import (
 
 WRITERS = 8
 WRITE_SECONDS = 1.5
-CYCLES = 3
+KILLS = 20
+"""SIGKILLs in a row, each at a random moment of the writing."""
+TIMER_SECONDS = 1
+"""Every third task gets a timer this short, so that runs fall due around the kills."""
 
 
 @dataclass
@@ -68,6 +73,15 @@ def write_until(server: Server, guest: Guest, stop: threading.Event, name: str) 
                     continue
                 task = response.json()
                 acks.tasks[task["id"]] = (task["version"], task["title"])
+                if n % 3 == 0:
+                    path = f"/api/tasks/{task['id']}/timer/start"
+                    response = client.post(path, json={"duration_seconds": TIMER_SECONDS})
+                    acks.requests += 1
+                    if response.status_code != 200:
+                        acks.refused.append(f"timer start {response.status_code} {response.text}")
+                        continue
+                    task = response.json()
+                    acks.tasks[task["id"]] = (task["version"], task["title"])
                 for rename in range(3):
                     title = f"{name} task {n} rename {rename}"
                     response = client.patch(f"/api/tasks/{task['id']}", json={"title": title})
@@ -90,15 +104,21 @@ def write_until(server: Server, guest: Guest, stop: threading.Event, name: str) 
     return acks
 
 
-def under_load(server: Server, guests: list[Guest], interrupt: Callable[[], None]) -> list[Acks]:
-    """Run one writer per guest for a while, call `interrupt` mid-stream, collect their acks."""
+def under_load(
+    server: Server,
+    guests: list[Guest],
+    interrupt: Callable[[], None],
+    seconds: float = WRITE_SECONDS,
+) -> list[Acks]:
+    """Run one writer per guest for `seconds`, call `interrupt` mid-stream, collect their
+    acks."""
     stop = threading.Event()
     with ThreadPoolExecutor(len(guests)) as pool:
         futures = [
             pool.submit(write_until, server, guest, stop, f"w{index}")
             for index, guest in enumerate(guests)
         ]
-        time.sleep(WRITE_SECONDS)
+        time.sleep(seconds)
         interrupt()
         stop.set()
         return [future.result(timeout=30) for future in futures]
@@ -138,24 +158,55 @@ def assert_log_is_sound(server: Server) -> None:
     assert positions[-1] == head
 
 
+def timer_runs(server: Server) -> tuple[dict[str, str], Counter[str], set[str]]:
+    """From the log: each started run's stream, how often each run finished, and the
+    streams of deleted tasks."""
+    events = cli_events(server.db)
+    started = {
+        event["data"]["run"]: event["stream"] for event in events if event["type"] == "TimerStarted"
+    }
+    finishes = Counter(event["data"]["run"] for event in events if event["type"] == "TimerFinished")
+    deleted = {event["stream"] for event in events if event["type"] == "TaskDeleted"}
+    return started, finishes, deleted
+
+
+def assert_each_run_finished_at_most_once(server: Server) -> None:
+    """No timer run has two `TimerFinished`, and none finishes a run that never started."""
+    started, finishes, _ = timer_runs(server)
+    assert set(finishes) <= set(started)
+    assert [run for run, count in finishes.items() if count > 1] == []
+
+
 @pytest.mark.slow
-def test_acknowledged_writes_survive_repeated_sigkill(start_server: ServerFactory) -> None:
+def test_acknowledged_writes_and_timers_survive_20_sigkills_in_a_row(
+    start_server: ServerFactory,
+) -> None:
+    moments = random.Random()  # a fresh seed each run: the moments differ every time
     server = start_server()
     guests = [server.guest() for _ in range(WRITERS)]
     promised = [Acks() for _ in guests]  # every cycle's acknowledgements, all still owed
-    for _cycle in range(CYCLES):
-        acks = under_load(server, guests, server.kill)
+    for _kill in range(KILLS):
+        acks = under_load(server, guests, server.kill, moments.uniform(0.2, WRITE_SECONDS))
         assert not server.running
         assert all(not acked.refused for acked in acks), [acked.refused for acked in acks]
-        assert sum(len(acked.tasks) for acked in acks) > WRITERS, "the writers barely wrote"
         for owed, acked in zip(promised, acks, strict=True):
             owed.tasks.update(acked.tasks)
             owed.deleted |= acked.deleted
             owed.in_doubt |= acked.in_doubt
         server.start()
-        checked = assert_acknowledged_writes_kept(server, guests, promised)
-        assert checked >= sum(len(acked.tasks) for acked in acks) - WRITERS
+        assert_acknowledged_writes_kept(server, guests, promised)
         assert_log_is_sound(server)
+        assert_each_run_finished_at_most_once(server)
+    assert sum(len(owed.tasks) for owed in promised) > KILLS * WRITERS, "the writers barely wrote"
+
+    time.sleep(TIMER_SECONDS + 1)  # the runs still running at the last kill fall due
+    started, finishes, deleted = timer_runs(server)
+    assert len(started) > KILLS, "the writers barely started timers"
+    unfinished = [
+        run for run, stream in started.items() if stream not in deleted and not finishes[run]
+    ]
+    assert unfinished == []
+    assert_each_run_finished_at_most_once(server)
     assert server.stop() == 0
     result = run_cli("verify", db=server.db)
     assert result.returncode == 0, result.stderr
