@@ -48,6 +48,25 @@ def test_the_document_is_openapi_3_1_with_every_schema_it_refers_to(server: Serv
         assert reference in schemas
 
 
+def test_a_created_task_links_to_every_operation_on_one_task(server: Server) -> None:
+    document = server.client().get("/api/openapi.json").json()
+    links = document["paths"]["/api/tasks"]["post"]["responses"]["201"]["links"]
+
+    targets = {
+        (link["operationRef"].rsplit("/", 1)[1], link["operationRef"].rsplit("/", 1)[0])
+        for link in links.values()
+    }
+    expected = {
+        (operation.method, "#/paths/" + operation.path.replace("/", "~1"))
+        for operation in openapi.OPERATIONS
+        if "{task_id}" in operation.path
+    }
+    assert targets == expected
+    assert {str(link["parameters"]) for link in links.values()} == {
+        "{'task_id': '$response.body#/id'}"
+    }
+
+
 @pytest.mark.slow
 def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(
     server: Server, tmp_path: Path
@@ -59,6 +78,7 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(
     )
     token = registered.json()["access_token"]
 
+    # With the links in the document, its stateful phase chains real calls on one task.
     result = subprocess.run(
         [
             st, "run", f"{server.url}/api/openapi.json",

@@ -165,6 +165,8 @@ def _operation(operation: Operation) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for status, answer in operation.answers.items():
         responses[str(status)] = _response(status, answer)
+        if answer is Task:
+            responses[str(status)]["links"] = _task_links()
     edge = (400, 413, 415) if operation.body is not None else ()
     csrf = (403,) if operation.method != "get" else ()  # a cookie from another site's page
     for status in sorted({*operation.errors, *edge, *csrf, 503}):
@@ -179,6 +181,22 @@ def _operation(operation: Operation) -> dict[str, Any]:
         }
     result["security"] = [{"bearer": []}, {"cookie": []}] if operation.authenticated else []
     return result
+
+
+@cache
+def _task_links() -> dict[str, Any]:
+    """Where the id of a task in an answer leads: every operation on one task (OpenAPI
+    links, which let a client or a stateful test chain the calls)."""
+    links: dict[str, Any] = {}
+    for operation in OPERATIONS:
+        if _TASK_ID in operation.parameters:
+            rest = operation.path.removeprefix("/api/tasks/{task_id}").replace("/", "_")
+            pointer = operation.path.replace("~", "~0").replace("/", "~1")
+            links[f"{operation.method}_task{rest}"] = {
+                "operationRef": f"#/paths/{pointer}/{operation.method}",
+                "parameters": {"task_id": "$response.body#/id"},
+            }
+    return links
 
 
 def _response(status: int, answer: type | None) -> dict[str, Any]:
