@@ -222,3 +222,8 @@ def test_without_credentials_it_is_401(server: Server) -> None:
         401,
         "unauthorized",
     )
+
+
+@pytest.mark.parametrize("query", ["as_of=" + "9" * 40, "as_of=-1", "as_of=1e3", "as_of="])
+def test_time_travel_to_a_position_that_is_not_one_is_400(guest: Guest, query: str) -> None:
+    error_of(guest.client.get(f"/api/tasks?{query}"), 400, "bad_request")

@@ -59,6 +59,24 @@ def test_duration_limits(guest: Guest, seconds: int, ok: bool) -> None:
         )
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["1" + "0" * 30, "1e400", "-1e400", "-1", "1.5", '"5"', "true", "null", "[5]", '{"s": 5}'],
+)
+def test_a_duration_that_is_not_a_whole_number_in_range_is_422(guest: Guest, value: str) -> None:
+    task = guest.create()
+    response = guest.client.post(
+        f"/api/tasks/{task['id']}/timer/start",
+        content='{"duration_seconds": ' + value + "}",
+        headers={"Content-Type": "application/json"},
+    )
+
+    assert error_of(response, 422, "validation_error")["details"][0]["field"] == (
+        "duration_seconds"
+    )
+    assert guest.client.get(f"/api/tasks/{task['id']}").json()["timer"] is None
+
+
 def test_timer_transitions_answer_409_when_they_do_not_apply(guest: Guest) -> None:
     task = guest.create()
     for action in ("pause", "resume", "stop"):
