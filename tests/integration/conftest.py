@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -339,8 +339,10 @@ def run_cli(
     input: bytes | None = None,
     cwd: Path | None = None,
     timeout: float = 60.0,
+    preexec_fn: Callable[[], object] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
-    """`python -m tracker ARGS --db DB`, for real; never a traceback on stderr."""
+    """`python -m tracker ARGS --db DB`, for real; never a traceback on stderr.
+    (`preexec_fn` runs in the child before the command, e.g. to set a resource limit.)"""
     command = [sys.executable, "-m", "tracker", *args]
     if db is not None:
         command += ["--db", str(db)]
@@ -352,6 +354,7 @@ def run_cli(
         cwd=cwd or (db.parent if db is not None else None),
         timeout=timeout,
         check=False,
+        preexec_fn=preexec_fn,
     )
     assert b"Traceback" not in result.stderr, result.stderr.decode(errors="replace")
     assert b"\r" not in result.stderr, "a progress bar was drawn on a pipe"

@@ -179,8 +179,11 @@ class SQLiteStore:
         connections: list[aiosqlite.Connection] = []
         lock = await anyio.to_thread.run_sync(_lock, path) if exclusive else None
         try:
+            new = await anyio.to_thread.run_sync(_identify, path)
+            if new and not create:
+                raise CorruptLog(f"{path} is empty: it holds no Tracker log")
             writer = await _connect(path, connections, WRITER_CACHE_KIB)
-            await _prepare(writer, path, create=create)
+            await _prepare(writer, path, new=new)
             # Commits never checkpoint: a connection of its own does, beside the writer.
             await writer.execute("PRAGMA wal_autocheckpoint = 0")
             for _ in range(2):
@@ -667,40 +670,78 @@ async def _connect(
     try:
         await connection.execute("PRAGMA busy_timeout = 5000")
         await connection.execute(f"PRAGMA cache_size = -{cache_kib}")
+    except sqlite3.OperationalError as exc:  # the disk, not the file (e.g. no room for the WAL)
+        raise StorageError(f"cannot open {path}: {exc}") from exc
     except sqlite3.DatabaseError as exc:
         raise CorruptLog(f"{path} is not an SQLite database: {exc}") from exc
     return connection
 
 
-async def _prepare(connection: aiosqlite.Connection, path: Path, *, create: bool) -> None:
-    """Create the schema in a new file; refuse a file that is not a Tracker log we can read."""
+def _identify(path: Path) -> bool:
+    """True for a new (empty) database, False for a Tracker log this version reads,
+    `CorruptLog` for anything else.
+
+    It looks without writing, so that a file it refuses is left as it was: a writable
+    connection would roll back another program's unfinished transaction (a hot
+    journal) on reading, or checkpoint its WAL into the file on closing. With no WAL
+    or journal beside it, the file is all there is, and it is read as it lies
+    (which does not create them either); else read-only, through them.
+    """
+    if not path.exists():
+        return True
+    beside = (path.with_name(path.name + suffix) for suffix in ("-wal", "-journal"))
+    mode = "mode=ro" if any(file.exists() for file in beside) else "immutable=1"
     try:
-        application_id = await _pragma(connection, "application_id")
-        user_version = await _pragma(connection, "user_version")
-        async with connection.execute("SELECT count(*) FROM sqlite_master") as cursor:
-            row = await cursor.fetchone()
-        tables = row[0] if row else 0
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True, timeout=5)
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open {path}: {exc}") from exc
+    try:
+        application_id = _pragma(connection, "application_id")
+        user_version = _pragma(connection, "user_version")
+        tables = _count_tables(connection)
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorname == "SQLITE_READONLY_ROLLBACK":
+            raise CorruptLog(
+                f"{path} is not a Tracker log: it has a rollback journal of an interrupted"
+                " write (a Tracker log keeps a WAL)"
+            ) from exc
+        raise StorageError(f"cannot open {path}: {exc}") from exc
     except sqlite3.DatabaseError as exc:
         raise CorruptLog(f"{path} is not an SQLite database: {exc}") from exc
+    finally:
+        connection.close()
     if application_id == 0 and tables == 0:
-        if not create:
-            raise CorruptLog(f"{path} is empty: it holds no Tracker log")
-        await connection.executescript(_SCHEMA)
-    elif application_id != APPLICATION_ID:
+        return True
+    if application_id != APPLICATION_ID:
         raise CorruptLog(f"{path} is not a Tracker log (it holds another application's data)")
-    elif user_version > SCHEMA_VERSION:
+    if user_version > SCHEMA_VERSION:
         raise CorruptLog(
             f"{path} was written by a newer Tracker (schema {user_version}); "
             f"this version reads schema {SCHEMA_VERSION} and older"
         )
-    await connection.execute("PRAGMA journal_mode = WAL")
-    await connection.execute("PRAGMA synchronous = FULL")
+    return False
 
 
-async def _pragma(connection: aiosqlite.Connection, name: str) -> int:
-    async with connection.execute(f"PRAGMA {name}") as cursor:
-        row = await cursor.fetchone()
+def _pragma(connection: sqlite3.Connection, name: str) -> int:
+    row = connection.execute(f"PRAGMA {name}").fetchone()
     return int(row[0]) if row else 0
+
+
+def _count_tables(connection: sqlite3.Connection) -> int:
+    row = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _prepare(connection: aiosqlite.Connection, path: Path, *, new: bool) -> None:
+    """Keep the log in WAL mode, synced in full; in a new file, create the schema in one
+    transaction, so that a start that fails (on a full disk) leaves the file new."""
+    try:
+        await connection.execute("PRAGMA journal_mode = WAL")
+        await connection.execute("PRAGMA synchronous = FULL")
+        if new:
+            await connection.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot prepare the log in {path}: {exc}") from exc
 
 
 async def _close(connection: aiosqlite.Connection) -> None:
