@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
 import msgspec
 
 from tracker.clock import Clock, format_timestamp
+from tracker.errors import TrackerError
 from tracker.projections.board import Task, TaskChange
 from tracker.projections.model import ReadModel
 
@@ -30,9 +31,23 @@ logger = logging.getLogger(__name__)
 
 QUEUE_SIZE = 64
 """Messages a subscriber may have waiting before it counts as stalled."""
+MAX_SOCKETS_PER_PRINCIPAL = 20
+"""Live connections one principal may hold at once: plenty of tabs and devices, while
+one token cannot pin thousands of sockets (and their queues) on the server."""
+STALL_SECONDS = 10.0
+"""How long a subscriber dropped for falling behind may take to read what its socket
+still holds, before its connection is given up (a client that reads nothing would keep
+it, and its place among its principal's sockets, for ever)."""
 TICK_SECONDS = 1.0
 TICK_BATCH = 20
 """Subscribed principals looked at in a tick before other work gets a turn."""
+
+
+class TooManySockets(TrackerError):
+    """The principal already holds `MAX_SOCKETS_PER_PRINCIPAL` live connections."""
+
+    def __init__(self) -> None:
+        super().__init__(f"at most {MAX_SOCKETS_PER_PRINCIPAL} live connections per principal")
 
 
 class SnapshotMessage(msgspec.Struct, tag="snapshot", tag_field="type"):
@@ -86,10 +101,13 @@ class Subscription:
     `offer` never waits; `close` ends the iteration once what is queued has been read.
     """
 
-    __slots__ = ("_closed", "_messages", "_wakeup", "principal_id")
+    __slots__ = ("_closed", "_messages", "_wakeup", "abandon", "principal_id")
 
     def __init__(self, principal_id: str) -> None:
         self.principal_id = principal_id
+        self.abandon: Callable[[], None] | None = None
+        """Gives up the subscriber's connection at once (set by whoever serves it): for a
+        subscriber that fell behind and does not even take a close."""
         self._messages: deque[str] = deque()
         self._closed = False
         self._wakeup: anyio.Event | None = None
@@ -145,20 +163,34 @@ class Hub:
         self._model = model
         self._clock = clock
         self._subscribers: dict[str, set[Subscription]] = {}
+        self._open: dict[str, int] = {}
+        """Subscriptions entered and not yet left, per principal: also those the hub has
+        ended or dropped, until their socket is done with them."""
+        self._stalled: dict[Subscription, float] = {}
+        """Subscriptions dropped for falling behind and not yet left: when each was."""
 
     @asynccontextmanager
     async def subscribe(self, principal_id: str) -> AsyncIterator[Subscription]:
-        """A queue of this principal's messages, starting with a snapshot."""
+        """A queue of this principal's messages, starting with a snapshot.
+
+        `TooManySockets` if the principal already holds `MAX_SOCKETS_PER_PRINCIPAL`.
+        """
+        if self._open.get(principal_id, 0) >= MAX_SOCKETS_PER_PRINCIPAL:
+            raise TooManySockets
         subscription = Subscription(principal_id)
         board, now = self._model.board, self._clock()
         tasks = [board.view(task, now) for task in board.tasks_of(principal_id)]
         subscription.offer(encode(SnapshotMessage(tasks, self._model.position)))
+        self._open[principal_id] = self._open.get(principal_id, 0) + 1
         self._subscribers.setdefault(principal_id, set()).add(subscription)
         try:
             yield subscription
         finally:
             subscription.close()
+            subscription.abandon = None  # it refers back to the connection: no cycle left
+            self._stalled.pop(subscription, None)
             self._drop(subscription)
+            self._leave(principal_id)
 
     def reply(self, subscription: Subscription, message: str) -> None:
         """Queue `message` for one subscriber only (a pong)."""
@@ -212,6 +244,7 @@ class Hub:
         of ticks to go out first.
         """
         board, now = self._model.board, self._clock()
+        self._give_up_stalled(now)
         server_time = format_timestamp(now)
         for number, owner in enumerate(list(self._subscribers), start=1):
             timers = [
@@ -232,7 +265,26 @@ class Hub:
                     "a live client of %s fell behind: disconnecting it", subscription.principal_id
                 )
                 subscription.close()
+                self._stalled[subscription] = self._clock()
             self._drop(subscription)
+
+    def _give_up_stalled(self, now: float) -> None:
+        """Give up the connections of subscribers dropped for falling behind that have not
+        taken their last messages (and the close) within `STALL_SECONDS`."""
+        for subscription, since in list(self._stalled.items()):
+            if now - since >= STALL_SECONDS:
+                del self._stalled[subscription]
+                if subscription.abandon is not None:
+                    logger.info(
+                        "a live client of %s reads nothing: giving it up", subscription.principal_id
+                    )
+                    subscription.abandon()
+
+    def _leave(self, principal_id: str) -> None:
+        if (still_open := self._open[principal_id] - 1) > 0:
+            self._open[principal_id] = still_open
+        else:
+            del self._open[principal_id]
 
     def _drop(self, subscription: Subscription) -> None:
         subscriptions = self._subscribers.get(subscription.principal_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -16,7 +17,16 @@ from starlette.websockets import WebSocket
 from tests.unit.support import FakeClock
 from tracker.auth import Principal
 from tracker.http.ws import live
-from tracker.live import QUEUE_SIZE, TICK_BATCH, Hub, Subscription, pong
+from tracker.live import (
+    MAX_SOCKETS_PER_PRINCIPAL,
+    QUEUE_SIZE,
+    STALL_SECONDS,
+    TICK_BATCH,
+    Hub,
+    Subscription,
+    TooManySockets,
+    pong,
+)
 from tracker.projections.board import RunClock, Task, TaskChange
 from tracker.projections.model import ReadModel
 
@@ -111,6 +121,38 @@ async def test_a_subscriber_that_falls_behind_is_disconnected_not_waited_for(hub
         received = [message async for message in slow]
 
     assert len(received) == QUEUE_SIZE
+
+
+async def test_a_principal_holds_at_most_its_limit_of_subscriptions(hub: Hub) -> None:
+    async with AsyncExitStack() as stack:
+        for _ in range(MAX_SOCKETS_PER_PRINCIPAL):
+            await stack.enter_async_context(hub.subscribe("alice"))
+        with pytest.raises(TooManySockets, match=f"at most {MAX_SOCKETS_PER_PRINCIPAL}"):
+            await stack.enter_async_context(hub.subscribe("alice"))
+        async with hub.subscribe("bob"):  # others are not counted with her
+            assert hub.connections == MAX_SOCKETS_PER_PRINCIPAL + 1
+
+    async with hub.subscribe("alice"):  # all left: she may come back
+        assert hub.connections == 1
+
+
+async def test_a_subscription_dropped_for_falling_behind_counts_until_it_is_left(
+    hub: Hub,
+) -> None:
+    async with AsyncExitStack() as stack:
+        slow = await stack.enter_async_context(hub.subscribe("alice"))
+        for _ in range(MAX_SOCKETS_PER_PRINCIPAL - 1):
+            await stack.enter_async_context(hub.subscribe("alice"))
+        for number in range(QUEUE_SIZE + 1):
+            hub.publish("alice", f'{{"n": {number}}}')  # nobody reads: all are dropped
+        assert slow.closed
+        assert hub.connections == 0
+
+        with pytest.raises(TooManySockets):  # their sockets are not done with them yet
+            await stack.enter_async_context(hub.subscribe("alice"))
+
+    async with hub.subscribe("alice"):
+        pass
 
 
 async def test_a_reply_goes_to_its_subscriber_only(hub: Hub) -> None:
@@ -220,6 +262,8 @@ class Client:
         self.frames, self.incoming = anyio.create_memory_object_stream[Message](4)
         self.sent: list[Message] = []
         self.gone = False
+        self.stalled: anyio.Event | None = None
+        """When set, every send waits for it: the client's buffers are full."""
         self.websocket: weakref.ref[WebSocket] | None = None
 
     async def receive(self) -> Message:
@@ -228,6 +272,8 @@ class Client:
     async def send(self, message: Message) -> None:
         if self.gone:
             raise OSError("the client left")  # as uvicorn's ClientDisconnected
+        if self.stalled is not None:
+            await self.stalled.wait()
         self.sent.append(message)
 
 
@@ -280,9 +326,50 @@ async def test_a_client_that_leaves_while_a_message_is_on_its_way_is_no_error(hu
         await client.frames.send({"type": "websocket.disconnect", "code": 1006})
 
 
+async def test_a_socket_past_the_principals_limit_closes_with_1008_and_says_why(
+    hub: Hub,
+) -> None:
+    async with AsyncExitStack() as stack:
+        for _ in range(MAX_SOCKETS_PER_PRINCIPAL):
+            await stack.enter_async_context(hub.subscribe("alice"))
+        client = Client(hub)
+        with client.frames, client.incoming, anyio.fail_after(2):
+            await client.frames.send({"type": "websocket.connect"})
+            await live(WebSocket(client.scope, client.receive, client.send))
+
+    assert client.sent == [
+        {"type": "websocket.accept", "subprotocol": None, "headers": []},
+        {
+            "type": "websocket.close",
+            "code": 1008,
+            "reason": f"at most {MAX_SOCKETS_PER_PRINCIPAL} live connections per principal",
+        },
+    ]
+
+
 async def test_a_subscription_the_hub_ends_closes_the_socket_with_1001(hub: Hub) -> None:
     async with connected(hub) as client:
         hub.close_all()
         await anyio.wait_all_tasks_blocked()
         assert client.sent[-1] == {"type": "websocket.close", "code": 1001, "reason": ""}
         await client.frames.send({"type": "websocket.disconnect", "code": 1001})
+
+
+async def test_a_client_that_reads_nothing_is_given_up_once_dropped_and_stalled(
+    hub: Hub, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tracker.live")
+    with anyio.fail_after(2):  # leaving `connected` waits for the endpoint to return
+        async with connected(hub) as client:
+            client.stalled = anyio.Event()  # its buffers are full: every send waits
+            for number in range(QUEUE_SIZE + 2):
+                hub.publish("alice", f'{{"n": {number}}}')
+            await anyio.wait_all_tasks_blocked()
+            clock.advance(STALL_SECONDS - 0.1)
+            await hub.tick()
+            await anyio.wait_all_tasks_blocked()
+            assert "giving it up" not in caplog.text  # not yet
+
+            clock.advance(0.1)
+            await hub.tick()
+    assert "reads nothing: giving it up" in caplog.text

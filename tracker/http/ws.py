@@ -9,7 +9,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from tracker.errors import AuthError, Forbidden
 from tracker.http.session import authenticate, check_same_origin
-from tracker.live import Hub, PingMessage, Subscription, pong
+from tracker.live import Hub, PingMessage, Subscription, TooManySockets, pong
 from tracker.service import Tracker
 
 UNAUTHORIZED = 4401
@@ -31,7 +31,18 @@ async def live(websocket: WebSocket) -> None:
     except (AuthError, Forbidden):
         await websocket.close(UNAUTHORIZED)
         return
-    async with hub.subscribe(principal.id) as subscription, anyio.create_task_group() as tasks:
+    try:
+        await _serve(websocket, hub, principal.id)
+    except TooManySockets as refused:
+        # A policy of the server's, like the frames it refuses: 1008, with the limit said.
+        await websocket.close(POLICY_VIOLATION, str(refused))
+
+
+async def _serve(websocket: WebSocket, hub: Hub, principal_id: str) -> None:
+    """Subscribe (`TooManySockets` past the principal's limit), then forward and answer."""
+    async with hub.subscribe(principal_id) as subscription, anyio.create_task_group() as tasks:
+        # A client that stopped reading is given up by the hub: its sends would wait for ever.
+        subscription.abandon = tasks.cancel_scope.cancel
         tasks.start_soon(_forward, websocket, subscription)
         await _answer(websocket, hub, subscription)
         # Ended, not cancelled: a cancellation's traceback would hold the whole connection
