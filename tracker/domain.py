@@ -120,7 +120,8 @@ Username = Annotated[
 Password = Annotated[
     str,
     msgspec.Meta(
-        description=f"{PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes once encoded as UTF-8."
+        description=f"{PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes once encoded as UTF-8,"
+        " without NUL characters."
     ),
 ]
 
@@ -139,6 +140,10 @@ class Credentials(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 f"must be {PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes of UTF-8"
                 f" (this one is {size})",
             )
+        if "\x00" in self.password:
+            # bcrypt cycles the bytes of its key and a NUL after them: "\0" * 8 and "\0" * 9
+            # would be one password.
+            raise Invalid("password", "must not contain NUL characters")
 
 
 def create_task(task_id: str, owner: str, command: CreateTask) -> list[TaskCreated]:

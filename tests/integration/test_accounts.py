@@ -100,6 +100,8 @@ def test_username_rules(server: Server, username: str, ok: bool) -> None:
         ("x" * 73, False),
         ("é" * 36, True),  # 72 bytes
         ("é" * 36 + "x", False),  # 73 bytes: never truncated silently
+        ("\x00" * 8, False),  # bcrypt could not tell it from "\x00" * 9
+        ("long enough\x00", False),
     ],
 )
 def test_password_length_counts_utf8_bytes(server: Server, password: str, ok: bool) -> None:
