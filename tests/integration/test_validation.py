@@ -513,3 +513,35 @@ def test_any_title_is_either_stored_trimmed_or_refused(guest: Guest, title: str)
     else:
         error = error_of(response, 422, "validation_error")
         assert error["details"][0]["field"] == "title"
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    body=st.binary(max_size=300),
+    target=st.sampled_from(
+        [
+            ("POST", "/api/tasks"),
+            ("PATCH", "/api/tasks/{id}"),
+            ("POST", "/api/tasks/{id}/timer/start"),
+            ("POST", "/api/auth/register"),
+            ("POST", "/api/auth/login"),
+        ]
+    ),
+)
+def test_random_bytes_get_a_clear_4xx_and_change_nothing(
+    guest: Guest, body: bytes, target: tuple[str, str]
+) -> None:
+    task = guest.create("unchanged")
+    method, path = target
+    response = guest.client.request(method, path.format(id=task["id"]), content=body, headers=JSON)
+    if response.status_code < 400:  # random bytes that happen to be a valid request
+        assert json.loads(body)
+        return
+    assert response.status_code in (400, 422, 429), response.text
+    check_error_body(response)
+    assert guest.client.get(f"/api/tasks/{task['id']}").json() == task
