@@ -121,7 +121,9 @@ def _parser() -> argparse.ArgumentParser:
 
     replay = command("replay", _replay, "print the state as it stood at a position, as JSON")
     replay.add_argument("--until", help="a position, or an RFC 3339 time (default: the head)")
-    replay.add_argument("--owner", help="only this owner's tasks")
+    replay.add_argument(
+        "--owner", help="only this owner's tasks (an id that starts with - is given as --owner=ID)"
+    )
 
     command("verify", _verify, "check the hash chain, stream versions and the snapshot")
 
