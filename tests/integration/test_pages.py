@@ -7,6 +7,7 @@ import json
 import re
 
 import httpx
+import pytest
 
 from tests.integration.conftest import Guest, Server
 
@@ -82,3 +83,13 @@ def test_the_register_page_tells_a_guest_their_tasks_come_along(
 
     login = guest.client.get("/login").text
     assert "leaves them behind" in login
+
+
+@pytest.mark.parametrize("path", ["/login", "/register"])
+def test_an_account_form_cannot_put_the_password_in_an_address(server: Server, path: str) -> None:
+    page = server.client().get(path).text
+
+    form = re.search(r"<form id=\"account-form\"[^>]*>", page)
+    assert form is not None
+    assert 'method="post"' in form[0]  # never a GET with the password in the query
+    assert re.search(r'<button type="submit"[^>]*\bdisabled\b', page)  # until the script binds it

@@ -57,6 +57,9 @@ export function bindAccountForm(form) {
       }
     }
   });
+  // The page serves the button disabled: a click before this point would have sent the
+  // form the browser's way, the password in the address.
+  form.querySelector("button[type=submit]").disabled = false;
 
   function check(username, password) {
     const problems = {};
