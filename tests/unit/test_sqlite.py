@@ -346,28 +346,29 @@ async def test_paging_neither_loses_nor_repeats_an_event_at_page_edges(
 
     assert [e.position for e in log] == list(range(1, total + 1))
     assert seen == [
-        (e.position, e.stream, e.version, e.type, e.schema, e.data, e.recorded_at) for e in log
+        (e.position, e.stream, e.version, e.type, e.schema, bytes(e.data).decode(), e.recorded_at)
+        for e in log
     ]
     assert count == total
 
 
 @pytest.mark.parametrize(
-    ("damage", "positions"),
+    ("damage", "positions", "stored"),
     [
-        (
-            "UPDATE events SET data = CAST('not json' AS BLOB) WHERE position = 4",
-            [1, 2, 3, 4, 5, 6],
-        ),
-        ("DELETE FROM events WHERE position = 4", [1, 2, 3, 5, 6]),
+        ("UPDATE events SET data = X'FF7B7D' WHERE position = 4", [1, 2, 3, 4, 5, 6], b"\xff{}"),
+        ("UPDATE events SET data = CAST('not json' AS BLOB) WHERE position = 4",
+         [1, 2, 3, 4, 5, 6], b"not json"),
+        ("DELETE FROM events WHERE position = 4", [1, 2, 3, 5, 6], None),
     ],
-    ids=["data that is not JSON", "a gap"],
-)
-async def test_replay_hands_over_a_damaged_page_row_by_row_as_stored(
+    ids=["data that is not UTF-8", "data that is not JSON", "a gap"],
+)  # fmt: skip
+async def test_replay_hands_over_damaged_events_as_stored(
     store: SQLiteStore,
     db_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     damage: str,
     positions: list[int],
+    stored: bytes | None,
 ) -> None:
     monkeypatch.setattr(sqlite, "READ_PAGE", 2)
     await store.append("a", 0, marks(*(str(number) for number in range(6))), "x")
@@ -379,9 +380,27 @@ async def test_replay_hands_over_a_damaged_page_row_by_row_as_stored(
     assert await store.replay(seen.append) == len(positions)
 
     assert [row[0] for row in seen] == positions
-    data = {row[0]: bytes(row[5]) for row in seen}
-    assert data.get(4, b"not json") == b"not json"  # what the projection is to refuse
+    data = {row[0]: row[5] if isinstance(row[5], bytes) else row[5].encode() for row in seen}
+    assert data.get(4) == stored  # what the projection is to refuse
     assert data[5] == b'{"type":"GuestStarted","principal_id":"4"}'
+
+
+def garble_a_middle_page(path: Path) -> None:
+    """Overwrite a page in the middle of the database file (of the table) with garbage."""
+    with path.open("r+b") as file:
+        file.seek(4096 * (path.stat().st_size // 4096 // 2))
+        file.write(b"\xa5" * 4096)
+
+
+async def test_replay_of_a_damaged_file_is_a_storage_error(db_path: Path) -> None:
+    async with SQLiteStore.open(db_path) as store:
+        for number in range(40):
+            await store.append(f"s{number}", 0, marks(*(["x" * 500] * 50)), "x")
+    garble_a_middle_page(db_path)
+
+    async with SQLiteStore.open(db_path, create=False) as store:
+        with pytest.raises(StorageError, match="cannot be read"):
+            await store.replay(lambda row: None)
 
 
 async def test_replay_calls_back_every_event_in_order_and_counts_them(

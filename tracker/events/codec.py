@@ -39,7 +39,7 @@ def decode(recorded: Recorded) -> Event:
     return decode_data(recorded.type, recorded.schema, recorded.data, recorded.position)
 
 
-def decode_data(type_: str, schema: int, data: bytes, position: int) -> Event:
+def decode_data(type_: str, schema: int, data: bytes | str, position: int) -> Event:
     """The typed event of stored `data` of `type_` at `schema` (upcast to the current one)."""
     cls = EVENT_TYPES.get(type_)
     if cls is None:
@@ -56,7 +56,9 @@ def decode_data(type_: str, schema: int, data: bytes, position: int) -> Event:
     return event
 
 
-def _upcast(type_: str, schema: int, data: bytes, position: int, current: int) -> dict[str, Any]:
+def _upcast(
+    type_: str, schema: int, data: bytes | str, position: int, current: int
+) -> dict[str, Any]:
     if schema > current:
         raise CorruptLog(
             f"event {position} is schema {schema} of {type_}, "

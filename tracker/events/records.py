@@ -31,11 +31,11 @@ class Recorded(msgspec.Struct, frozen=True, gc=False):
 RecordRow = tuple[int, str, int, str, int, bytes, str, str, str]
 """Every column of an event, in `Recorded`'s field order, without building a `Recorded`."""
 
-ReplayRow = tuple[int, str, int, str, int, msgspec.Raw, str]
+ReplayRow = tuple[int, str, int, str, int, str | bytes, str]
 """What rebuilding state needs of an event, and nothing more: position, stream,
 version, type, schema, data and recorded_at (no actor, no hash). The data is the
-same JSON as stored, though not always the same bytes (a replay reads it through
-SQLite's JSON functions): what it says, not what its hash covers."""
+stored JSON exactly: as text when a replay reads a page at once, as bytes when it
+reads row by row."""
 
 
 _canonical_encoder = msgspec.json.Encoder()

@@ -51,9 +51,10 @@ READ_PAGE = 5000
 WRITER_CACHE_KIB = 64 * 1024
 """The writer's page cache: the (stream, version) index of a busy log stays in memory."""
 READER_CACHE_KIB = 8 * 1024
-"""The page cache of the connections that read (and checkpoint): a replay reads every
-page once, and a cache as large as the writer's would only keep the log's tail in
-memory after it."""
+"""The page cache of the other two connections: the reader (replays, histories, the
+event feed, snapshots) and the checkpointer. A replay reads every page once, and a
+cache as large as the writer's would only keep the log's tail in memory after it;
+a history or a page of events touches a few index pages, which 8 MiB holds."""
 CHECKPOINT_EVENTS = 5000
 """Checkpoint the WAL after this many events..."""
 CHECKPOINT_INTERVAL = 1.0
@@ -87,11 +88,11 @@ _COLUMNS = "position, stream, version, type, schema, data, actor, recorded_at, h
 _REPLAY_COLUMNS = "position, stream, version, type, schema, data, recorded_at"
 _REPLAY_PAGE = f"""
 SELECT json_group_array(json_array(position, stream, version, type, schema,
-                                   json(CAST(data AS TEXT)), recorded_at))
+                                   CAST(data AS TEXT), recorded_at))
 FROM (SELECT {_REPLAY_COLUMNS} FROM events
       WHERE position > ? AND position <= ? ORDER BY position LIMIT ?)
 """
-_replay_page = msgspec.json.Decoder(list[tuple[int, str, int, str, int, msgspec.Raw, str]])
+_replay_page = msgspec.json.Decoder(list[tuple[int, str, int, str, int, str, str]])
 _MAX_POSITION = 2**63 - 1
 _INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _ROWS_PER_STATEMENT = 256
@@ -179,7 +180,7 @@ class SQLiteStore:
         connections: list[aiosqlite.Connection] = []
         lock = await anyio.to_thread.run_sync(_lock, path) if exclusive else None
         try:
-            new = await anyio.to_thread.run_sync(_identify, path)
+            new = await anyio.to_thread.run_sync(_identify, path, lock is not None)
             if new and not create:
                 raise CorruptLog(f"{path} is empty: it holds no Tracker log")
             writer = await _connect(path, connections, WRITER_CACHE_KIB)
@@ -264,7 +265,7 @@ class SQLiteStore:
         The next page is read from the database while the callback works through
         this one, and rows are handed over as they come, without an envelope.
         """
-        send, receive = anyio.create_memory_object_stream[list[ReplayRow]](1)
+        send, receive = anyio.create_memory_object_stream[Sequence[ReplayRow]](1)
 
         async def read_ahead() -> None:
             async with send:
@@ -282,27 +283,29 @@ class SQLiteStore:
                 count += len(page)
         return count
 
-    async def _replay_pages(self, after: int, until: int | None) -> AsyncIterator[list[ReplayRow]]:
-        """Replay rows (the data as its JSON), a page at a time, in position order.
+    async def _replay_pages(
+        self, after: int, until: int | None
+    ) -> AsyncIterator[Sequence[ReplayRow]]:
+        """Replay rows, a page at a time, in position order.
 
-        SQLite builds each page as one JSON document, so the work per row happens
-        in C on the database's thread, which lets go of the GIL meanwhile: the
-        projection works through one page while the next is read. A page that
-        cannot be built so (data that is not JSON, a gap) is read row by row, as
-        any other read, and the event at fault is named when it is applied.
+        SQLite builds each page as one JSON document (the data as a string in it), so
+        the work per row happens in C on the database's thread, which lets go of the
+        GIL meanwhile: the projection works through one page while the next is read.
+        A page that cannot be read so (data that is not UTF-8, a damaged file, a gap)
+        is read row by row, as any other read: a damaged file is then a
+        `StorageError`, and bad data or a gap is named when the event is applied.
         """
         last, end = after, _MAX_POSITION if until is None else until
         while last < end:
+            page: Sequence[ReplayRow]
             try:
                 rows = await self._reader.execute_fetchall(_REPLAY_PAGE, (last, end, READ_PAGE))
                 page = _replay_page.decode(next(iter(rows))[0])
-            except (sqlite3.OperationalError, msgspec.DecodeError):
+            except (sqlite3.Error, msgspec.DecodeError):
                 page = []
             if not _follows(page, last):
                 lean = self._row_pages(_REPLAY_COLUMNS, last, end, None, limit=READ_PAGE)
-                page = [
-                    (*row[:5], msgspec.Raw(row[5]), row[6]) async for rows in lean for row in rows
-                ]
+                page = [row async for rows in lean for row in rows]
             if page:
                 yield page
             if len(page) < READ_PAGE:
@@ -677,20 +680,22 @@ async def _connect(
     return connection
 
 
-def _identify(path: Path) -> bool:
+def _identify(path: Path, locked: bool) -> bool:
     """True for a new (empty) database, False for a Tracker log this version reads,
     `CorruptLog` for anything else.
 
     It looks without writing, so that a file it refuses is left as it was: a writable
     connection would roll back another program's unfinished transaction (a hot
     journal) on reading, or checkpoint its WAL into the file on closing. With no WAL
-    or journal beside it, the file is all there is, and it is read as it lies
-    (which does not create them either); else read-only, through them.
+    or journal beside it and the file `locked` (no Tracker can start writing it), the
+    file is all there is, and it is read as it lies (which does not create them
+    either); else read-only, through them.
     """
     if not path.exists():
         return True
     beside = (path.with_name(path.name + suffix) for suffix in ("-wal", "-journal"))
-    mode = "mode=ro" if any(file.exists() for file in beside) else "immutable=1"
+    alone = locked and not any(file.exists() for file in beside)
+    mode = "immutable=1" if alone else "mode=ro"
     try:
         connection = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True, timeout=5)
     except sqlite3.Error as exc:
