@@ -51,8 +51,6 @@ export class LiveConnection {
     const socket = new WebSocket(url);
     this.socket = socket;
     socket.addEventListener("open", () => {
-      this.failures = 0;
-      this.onStatus("live");
       this.pingTimer = setInterval(() => socket.send(JSON.stringify({ type: "ping" })), PING_MS);
     });
     socket.addEventListener("message", (event) => {
@@ -61,6 +59,12 @@ export class LiveConnection {
         message = JSON.parse(event.data);
       } catch {
         return;
+      }
+      if (message.type === "snapshot") {
+        // Live once the state has come, not when the socket opens: a socket the server
+        // accepts and then closes (too many open for this user) keeps backing off.
+        this.failures = 0;
+        this.onStatus("live");
       }
       if (message.type !== "pong") this.onMessage(message);
     });
