@@ -120,8 +120,8 @@ Username = Annotated[
 Password = Annotated[
     str,
     msgspec.Meta(
-        description=f"{PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes once encoded as UTF-8,"
-        " without NUL characters."
+        description=f"{PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes once encoded as UTF-8"
+        " (a new one without NUL characters)."
     ),
 ]
 
@@ -140,9 +140,17 @@ class Credentials(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 f"must be {PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes of UTF-8"
                 f" (this one is {size})",
             )
+
+
+class NewCredentials(Credentials, kw_only=True):
+    """Credentials to register with: a new password must also hold no NUL character
+    (bcrypt cycles the bytes of its key and a NUL after them, so "\0" * 8 and "\0" * 9
+    would be one password). Logging in does not check it: an account made before the
+    rule still logs in."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if "\x00" in self.password:
-            # bcrypt cycles the bytes of its key and a NUL after them: "\0" * 8 and "\0" * 9
-            # would be one password.
             raise Invalid("password", "must not contain NUL characters")
 
 

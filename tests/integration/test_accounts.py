@@ -113,6 +113,14 @@ def test_password_length_counts_utf8_bytes(server: Server, password: str, ok: bo
         assert error_of(response, 422, "validation_error")["details"][0]["field"] == "password"
 
 
+def test_a_password_with_a_nul_is_refused_at_registration_only(server: Server) -> None:
+    name = new_name()
+    register(server, name)
+
+    # An account made before the rule would still log in: a NUL is only a wrong password.
+    error_of(login(server, name, PASSWORD + "\x00"), 401, "invalid_credentials")
+
+
 def test_login_with_the_right_password_whatever_the_username_case(server: Server) -> None:
     name = new_name("Linus")
     register(server, name)

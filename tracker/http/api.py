@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Route
 from tracker.audit import DEFAULT_LIMIT, EventQuery
 from tracker.auth import Principal, Session
 from tracker.clock import format_timestamp
-from tracker.domain import CreateTask, Credentials, StartTimer, UpdateTask
+from tracker.domain import CreateTask, Credentials, NewCredentials, StartTimer, UpdateTask
 from tracker.errors import BadRequest, NotFound, VersionConflict
 from tracker.events.records import Recorded
 from tracker.http.encoding import NDJSON, accepts, json_response, ndjson_response, read_json
@@ -97,7 +97,7 @@ async def register(request: Request) -> Response:
     tracker = tracker_of(request)
     check_same_origin(request, required=False)
     guest = authenticate_if_any(request, tracker)
-    command = await read_json(request, Credentials)
+    command = await read_json(request, NewCredentials)
     session = await tracker.register(command, guest)
     return session_response(request, session, 201)
 

@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from tracker import __version__
 from tracker.auth import Principal
-from tracker.domain import CreateTask, Credentials, StartTimer, UpdateTask
+from tracker.domain import CreateTask, Credentials, NewCredentials, StartTimer, UpdateTask
 from tracker.http.api import AuthResult, EventList, EventPage, Health, TaskList
 from tracker.http.errors import ErrorBody
 from tracker.projections.board import Task
@@ -80,7 +80,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("post", "/api/auth/guest", "Start a guest session", None, {201: AuthResult},
               authenticated=False),
     Operation("post", "/api/auth/register", "Create an account (claiming the guest's tasks)",
-              Credentials, {201: AuthResult}, (409, 422), authenticated=False),
+              NewCredentials, {201: AuthResult}, (409, 422), authenticated=False),
     Operation("post", "/api/auth/login", "Log in", Credentials, {200: AuthResult},
               (401, 422, 429), authenticated=False),
     Operation("post", "/api/auth/logout", "Log out: revoke this token", None, {204: None},
