@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -59,9 +60,9 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Starlette:
             hub = Hub(model, clock)
             model.add_listener(hub.on_changes)
             app.state.hub = hub  # for the server's shutdown: sockets close with 1001
-            started = clock()
+            started = time.perf_counter()
             scheduled = supervisor.schedule_running()
-            milliseconds = (clock() - started) * 1000
+            milliseconds = (time.perf_counter() - started) * 1000
             logger.info("%d running timers scheduled in %.2f ms", scheduled, milliseconds)
             _tune_runtime()
             try:

@@ -74,7 +74,8 @@ class TimerSupervisor:
 
     @property
     def pending(self) -> int:
-        """Runs scheduled and not yet due."""
+        """Runs scheduled and not yet finished (one waiting to retry a refused finish is
+        not counted while it waits)."""
         return len(self._heap)
 
     async def run(self) -> None:
@@ -101,7 +102,9 @@ class TimerSupervisor:
 
     async def finish_due(self) -> int:
         """Finish every run due by now, concurrently (their appends share commits), and
-        return once all are done; how many were due."""
+        return once all are done; how many were due. (`run` starts the same finishes
+        without waiting for them; this is for whoever must know they are done, such as
+        tests moving a fake clock.)"""
         due = self._take_due()
         if due:
             async with anyio.create_task_group() as finishing:
