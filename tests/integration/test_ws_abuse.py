@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -384,7 +384,8 @@ def test_frames_the_contract_refuses_close_the_socket(
     server: Server, guest: Guest, frame: Any, code: int | None
 ) -> None:
     with live(server, guest) as websocket, live(server, guest) as neighbour:
-        websocket.send(frame)
+        with suppress(ConnectionClosed):  # the server may close before the last fragment goes
+            websocket.send(frame)
         if code is None:
             assert receive(websocket)["type"] == "pong"
         else:
