@@ -50,6 +50,20 @@ class Acks:
     requests: int = 0
     refused: list[str] = field(default_factory=list)
 
+    def take(self, response: httpx.Response, status: int) -> dict[str, Any] | None:
+        """Count the request; the task it answered if it got `status` (a promise to keep),
+        else None, with the refusal noted."""
+        self.requests += 1
+        if response.status_code != status:
+            request = response.request
+            self.refused.append(
+                f"{request.method} {request.url.path} {response.status_code} {response.text}"
+            )
+            return None
+        task: dict[str, Any] = response.json()
+        self.tasks[task["id"]] = (task["version"], task["title"])
+        return task
+
 
 def write_until(server: Server, guest: Guest, stop: threading.Event, name: str) -> Acks:
     """Create tasks and rename them until `stop`, or until the server goes away."""
@@ -65,32 +79,24 @@ def write_until(server: Server, guest: Guest, stop: threading.Event, name: str) 
         while not stop.is_set():
             n += 1
             try:
-                title = f"{name} task {n}"
-                response = client.post("/api/tasks", json={"title": title})
-                acks.requests += 1
-                if response.status_code != 201:
-                    acks.refused.append(f"POST {response.status_code} {response.text}")
+                task = acks.take(client.post("/api/tasks", json={"title": f"{name} task {n}"}), 201)
+                if task is None:
                     continue
-                task = response.json()
-                acks.tasks[task["id"]] = (task["version"], task["title"])
                 if n % 3 == 0:
                     path = f"/api/tasks/{task['id']}/timer/start"
-                    response = client.post(path, json={"duration_seconds": TIMER_SECONDS})
-                    acks.requests += 1
-                    if response.status_code != 200:
-                        acks.refused.append(f"timer start {response.status_code} {response.text}")
+                    task = acks.take(
+                        client.post(path, json={"duration_seconds": TIMER_SECONDS}), 200
+                    )
+                    if task is None:
                         continue
-                    task = response.json()
-                    acks.tasks[task["id"]] = (task["version"], task["title"])
                 for rename in range(3):
                     title = f"{name} task {n} rename {rename}"
-                    response = client.patch(f"/api/tasks/{task['id']}", json={"title": title})
-                    acks.requests += 1
-                    if response.status_code != 200:
-                        acks.refused.append(f"PATCH {response.status_code} {response.text}")
+                    renamed = acks.take(
+                        client.patch(f"/api/tasks/{task['id']}", json={"title": title}), 200
+                    )
+                    if renamed is None:
                         break
-                    task = response.json()
-                    acks.tasks[task["id"]] = (task["version"], task["title"])
+                    task = renamed
                 if n % 5 == 0:
                     acks.in_doubt.add(task["id"])
                     response = client.delete(f"/api/tasks/{task['id']}")
