@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import logging
 import sys
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,7 +16,6 @@ from starlette.middleware import Middleware
 from tracker.auth import Passwords, TokenService, load_or_create_secret
 from tracker.clock import Clock, system_clock
 from tracker.config import Settings
-from tracker.events.sqlite import SQLiteStore
 from tracker.http import api, openapi, pages, ws
 from tracker.http.errors import EXCEPTION_HANDLERS
 from tracker.http.middleware import EdgeMiddleware
@@ -25,6 +23,7 @@ from tracker.live import Hub
 from tracker.projections.model import ReadModel
 from tracker.service import Tracker
 from tracker.snapshots import SnapshotKeeper
+from tracker.storage import open_store
 from tracker.timers import TimerSupervisor
 
 logger = logging.getLogger(__name__)
@@ -44,31 +43,36 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Starlette:
         tokens = TokenService(
             key, clock, guest_ttl=settings.guest_token_ttl, user_ttl=settings.user_token_ttl
         )
-        async with SQLiteStore.open(settings.db, clock) as store:
+        async with open_store(settings, clock) as store:
             started = clock()
-            model = await ReadModel.build(store)
+            model = await ReadModel.build(store, until=store.head)
             logger.info(
                 "read model ready at position %d in %.3f s", model.position, clock() - started
             )
             store.add_listener(model.on_commit)
             passwords = Passwords(settings.bcrypt_rounds)
             await passwords.prepare()
-            tracker = Tracker(store, model, tokens, passwords, clock, admins=settings.admins)
+            tracker = Tracker(
+                store,
+                model,
+                tokens,
+                passwords,
+                clock,
+                admins=settings.admins,
+                attempts=store.attempts,
+            )
             keeper = SnapshotKeeper(store, model, every=settings.snapshot_every)
-            supervisor = TimerSupervisor(tracker, clock)
+            supervisor = TimerSupervisor(tracker, clock, leading=False)
             model.add_listener(supervisor.on_changes)
             hub = Hub(model, clock)
             model.add_listener(hub.on_changes)
             app.state.hub = hub  # for the server's shutdown: sockets close with 1001
-            started = time.perf_counter()
-            scheduled = supervisor.schedule_running()
-            milliseconds = (time.perf_counter() - started) * 1000
-            logger.info("%d running timers scheduled in %.2f ms", scheduled, milliseconds)
             _tune_runtime()
             try:
                 async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(store.follow)
                     tasks.start_soon(keeper.run)
-                    tasks.start_soon(supervisor.run)
+                    tasks.start_soon(store.lead, supervisor.lead)
                     tasks.start_soon(hub.run_ticker)
                     try:
                         yield {

@@ -21,7 +21,6 @@ from tracker.clock import format_timestamp, parse_timestamp, system_clock
 from tracker.config import ConfigError, Settings
 from tracker.errors import CorruptLog, TrackerError
 from tracker.events.records import Recorded, ReplayRow
-from tracker.events.sqlite import SQLiteStore
 from tracker.events.store import Snapshot
 from tracker.events.verify import BadEvent, ChainChecker, ChainReport
 from tracker.progress import Progress
@@ -32,6 +31,7 @@ from tracker.projections.model import (
     cycle_collector_paused,
     snapshot_problem,
 )
+from tracker.storage import Store, log_name, open_store
 
 EXPORT_FORMAT = 1
 FOLLOW_INTERVAL = 0.5
@@ -181,7 +181,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _preflight(settings: Settings) -> int:
-    async with SQLiteStore.open(settings.db):
+    async with open_store(settings):
         pass
     if settings.secret_key is None:
         await anyio.to_thread.run_sync(load_or_create_secret, settings.db)
@@ -224,7 +224,7 @@ def _server_class() -> type:
 
 def _events(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
-        async with SQLiteStore.open(settings.db, create=False, exclusive=False) as store:
+        async with open_store(settings, create=False, exclusive=False) as store:
             after = args.after
             while True:
                 async for recorded in _read(store, after, args.stream):
@@ -238,7 +238,7 @@ def _events(args: argparse.Namespace, settings: Settings) -> int:
     return _run(run)
 
 
-async def _read(store: SQLiteStore, after: int, stream: str | None) -> AsyncIterator[Recorded]:
+async def _read(store: Store, after: int, stream: str | None) -> AsyncIterator[Recorded]:
     if stream is None:
         async for recorded in store.read_all(after=after):
             yield recorded
@@ -257,7 +257,7 @@ def _print_line(line: bytes, out: TextIO = sys.stdout) -> None:
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
-        async with SQLiteStore.open(settings.db, create=False, exclusive=False) as store:
+        async with open_store(settings, create=False, exclusive=False) as store:
             until, until_time = _until(args.until)
             model = ReadModel()
             total = store.head if until is None else min(until, store.head)
@@ -305,7 +305,7 @@ def _until(text: str | None) -> tuple[int | None, str | None]:
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
-        async with SQLiteStore.open(settings.db, create=False, exclusive=False) as store:
+        async with open_store(settings, create=False, exclusive=False) as store:
             head = store.head
             snapshot = await store.load_snapshot(SNAPSHOT_NAME)
             problems: list[BadEvent] = []
@@ -336,7 +336,7 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     return _run(run)
 
 
-async def _replay_against(store: SQLiteStore, head: int, snapshot: Snapshot | None) -> None:
+async def _replay_against(store: Store, head: int, snapshot: Snapshot | None) -> None:
     """Replay the log up to `head`; the projections must accept every event, and equal the
     stored snapshot at its position."""
     model = ReadModel()
@@ -364,7 +364,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
         target = None if out is not None else Path(args.file)
         if target is not None and target.exists():
             raise ConfigError(f"{target} exists: choose a new file for the backup")
-        async with SQLiteStore.open(settings.db, create=False, exclusive=False) as store:
+        async with open_store(settings, create=False, exclusive=False) as store:
             lines = [_encoder.encode(ExportHeader(EXPORT_FORMAT, format_timestamp(system_clock())))]
             count, last = 0, None
             partial = target.with_name(target.name + ".partial") if target else None
@@ -417,12 +417,13 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
         path = Path(args.file)
         if source is None and not await anyio.to_thread.run_sync(path.is_file):
             raise ConfigError(f"{args.file} is not a file")
-        created = not await anyio.to_thread.run_sync(settings.db.exists)
+        local = settings.database_url is None
+        created = local and not await anyio.to_thread.run_sync(settings.db.exists)
         try:
-            async with SQLiteStore.open(settings.db) as store:
+            async with open_store(settings) as store:
                 if store.head != 0:
                     raise CorruptLog(
-                        f"{settings.db} is not empty: import restores into a new database"
+                        f"{log_name(settings)} is not empty: import restores into a new database"
                     )
                 stream: BinaryIO = (
                     source
@@ -440,7 +441,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
             if created:  # leave nothing behind: not even an empty log
                 await anyio.to_thread.run_sync(_remove_database, settings.db)
             raise
-        print(f"imported {count} events into {settings.db}", file=sys.stderr)
+        print(f"imported {count} events into {log_name(settings)}", file=sys.stderr)
         return 0
 
     return _run(run)

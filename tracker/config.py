@@ -87,10 +87,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if not 0 <= self.port <= 65535:
             raise ConfigError("TRACKER_PORT must be between 0 and 65535")
         if self.database_url is not None:
-            raise ConfigError(
-                "TRACKER_DATABASE_URL is not supported by this version yet; "
-                "unset it to use the embedded SQLite log (TRACKER_DB)"
-            )
+            if not self.database_url.startswith(("postgresql://", "postgres://")):
+                raise ConfigError(
+                    "TRACKER_DATABASE_URL must be a postgresql:// URL "
+                    "(unset it to use the embedded SQLite log, TRACKER_DB)"
+                )
+            if self.secret_key is None:
+                raise ConfigError(
+                    "TRACKER_SECRET_KEY is required with TRACKER_DATABASE_URL: "
+                    "every instance on the database must sign sessions with the same key"
+                )
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some fields changed (re-checked)."""

@@ -48,7 +48,7 @@ from tracker.events.types import (
 from tracker.projections.board import RunClock, Task, task_stream
 from tracker.projections.identity import principal_stream, username_stream
 from tracker.projections.model import ReadModel, replay_board
-from tracker.throttle import LoginThrottle
+from tracker.throttle import Attempts, LoginThrottle
 
 TimerDecision = Callable[[Task | None, RunClock | None, float], Sequence[BaseEvent]]
 """A decision on a task's countdown at a moment (pause, resume, stop)."""
@@ -88,12 +88,13 @@ class Tracker:
         clock: Clock,
         make_id: Callable[[], str] | None = None,
         admins: frozenset[str] = frozenset(),
+        attempts: Attempts | None = None,
     ) -> None:
         self.store = store
         self.model = model
         self.tokens = tokens
         self.passwords = passwords
-        self.throttle = LoginThrottle(clock)
+        self.throttle = LoginThrottle(clock, attempts)
         self.clock = clock
         self._make_id = make_id or IdMaker()
         self._admins = frozenset(name.lower() for name in admins)
@@ -121,13 +122,12 @@ class Tracker:
 
     async def login(self, credentials: Credentials, address: str) -> Session:
         """A session for the account, if the password is right and nobody is guessing."""
-        self.throttle.check(credentials.username, address)
+        attempt = await self.throttle.attempt(credentials.username, address)
         account = self.model.identities.account(credentials.username)
         hashed = account.password_hash if account is not None else None
         if account is None or not await self.passwords.check(credentials.password, hashed):
-            self.throttle.failed(credentials.username, address)
             raise InvalidCredentials("unknown username or wrong password")
-        self.throttle.succeeded(credentials.username)
+        await self.throttle.succeeded(credentials.username, address, attempt)
         return self.tokens.issue(
             Principal(id=account.principal_id, kind="user", username=account.username)
         )
@@ -135,7 +135,7 @@ class Tracker:
     async def logout(self, token: str) -> None:
         """Revoke this session's token (other sessions of the principal live on)."""
         claims = self.tokens.verify(token)
-        principal = self.principal_of(claims)
+        principal = await self._principal_now(claims)
         revoked = SessionRevoked(jti=claims.jti, expires_at=claims.exp)
         await self.store.append(principal_stream(principal.id), None, [revoked], principal.id)
 
@@ -147,9 +147,20 @@ class Tracker:
         )
         return self.tokens.issue(principal)
 
-    def authenticate(self, token: str) -> Principal:
-        """The principal a token speaks for; AuthError if it is not valid now."""
-        return self.principal_of(self.tokens.verify(token))
+    async def authenticate(self, token: str) -> Principal:
+        """The principal a token speaks for; AuthError if it is not valid now.
+
+        A genuine token of a principal this instance has not seen yet was issued by
+        another instance sharing the log a moment ago: it catches up, and looks again.
+        """
+        return await self._principal_now(self.tokens.verify(token))
+
+    async def _principal_now(self, claims: Claims) -> Principal:
+        try:
+            return self.principal_of(claims)
+        except AuthError:
+            await self.store.catch_up()
+        return self.principal_of(claims)
 
     def principal_of(self, claims: Claims) -> Principal:
         """The principal named by verified claims, if the log knows it as that kind and
@@ -168,6 +179,13 @@ class Tracker:
         board, now = self.model.board, self.clock()
         return [board.view(task, now) for task in board.tasks_of(principal.id)]
 
+    async def find_task(self, principal: Principal, task_id: str) -> Task:
+        """One of the principal's tasks as it stands now; NotFound for anyone else's (or
+        once this instance has caught up with the log, if it did not know the task)."""
+        if self.model.board.task(principal.id, task_id) is None:
+            await self.store.catch_up()
+        return self.task(principal, task_id)
+
     def task(self, principal: Principal, task_id: str) -> Task:
         """One of the principal's tasks as it stands now; NotFound for anyone else's."""
         task = self.model.board.task(principal.id, task_id)
@@ -177,8 +195,11 @@ class Tracker:
 
     async def history(self, principal: Principal, task_id: str) -> list[Recorded]:
         """Every event of one of the principal's tasks, deleted or not."""
-        if not self.model.board.owns_stream(principal.id, task_id):
-            raise NotFound("no such task")
+        owns = self.model.board.owns_stream
+        if not owns(principal.id, task_id):
+            await self.store.catch_up()  # a task made through another instance a moment ago
+            if not owns(principal.id, task_id):
+                raise NotFound("no such task")
         return await self.store.read_stream(task_stream(task_id))
 
     async def tasks_as_of(self, principal: Principal, position: int) -> list[Task]:
@@ -314,6 +335,8 @@ class Tracker:
     ) -> None:
         """Decide on the current state and append; decide again if another write won the race."""
         board = self.model.board
+        if board.task(principal.id, task_id) is None:
+            await self.store.catch_up()  # a task made through another instance a moment ago
         for _ in range(MAX_ATTEMPTS):
             task = board.task(principal.id, task_id)
             events = decide(task, board.clocks.get(task_id) if task is not None else None)

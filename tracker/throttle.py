@@ -1,73 +1,107 @@
-"""Throttling failed logins: per username and per client address, over a sliding window."""
+"""Throttling logins: per username and per client address, over a sliding window.
+
+An attempt is counted before the password is checked, so guesses sent all at
+once are counted as they arrive, not after their (slow) checks. A success
+forgives its username's failures, and gives its address back the one attempt.
+Where attempts are counted is up to the store: in this process's memory for the
+embedded log, in the database when several instances share one, so that their
+number does not multiply an attacker's tries.
+"""
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Protocol
 
 from tracker.clock import Clock
 from tracker.errors import RateLimited
 
 
-class Throttle:
-    """At most `limit` failures per key within `window` seconds; then 429 until one ages out."""
+class Attempts(Protocol):
+    """Login attempts per key, kept for a window."""
 
-    def __init__(self, clock: Clock, *, limit: int, window: float) -> None:
-        self._clock = clock
-        self._limit = limit
-        self._window = window
-        self._failures: dict[str, deque[float]] = {}
+    async def take(self, key: str, limit: int, window: float, now: float) -> float | None:
+        """Count an attempt for `key` at `now`, unless `limit` attempts were counted in the
+        `window` before it; then count nothing and return how long until one ages out."""
+        ...
 
-    def check(self, key: str) -> None:
-        """`RateLimited` if `key` has used up its failures in the window."""
-        failures = self._recent(key)
-        if failures is not None and len(failures) >= self._limit:
-            wait = failures[0] + self._window - self._clock()
-            raise RateLimited(max(1, math.ceil(wait)))
+    async def give_back(self, key: str, at: float) -> None:
+        """Uncount the attempt `key` took at `at`."""
+        ...
 
-    def fail(self, key: str) -> None:
-        """Count a failure for `key`."""
-        self._failures.setdefault(key, deque()).append(self._clock())
+    async def forget(self, key: str) -> None:
+        """Uncount every attempt of `key`."""
+        ...
 
-    def forgive(self, key: str) -> None:
-        """Forget `key`'s failures (after it succeeded)."""
-        self._failures.pop(key, None)
 
-    def _recent(self, key: str) -> deque[float] | None:
-        failures = self._failures.get(key)
-        if failures is None:
-            return None
-        horizon = self._clock() - self._window
-        while failures and failures[0] <= horizon:
-            failures.popleft()
-        if not failures:
-            del self._failures[key]
-            return None
-        return failures
+class MemoryAttempts:
+    """Attempts counted in this process (the embedded log has one process)."""
+
+    def __init__(self) -> None:
+        self._attempts: dict[str, deque[float]] = {}
+
+    async def take(self, key: str, limit: int, window: float, now: float) -> float | None:
+        attempts = self._attempts.setdefault(key, deque())
+        while attempts and attempts[0] <= now - window:
+            attempts.popleft()
+        if len(attempts) >= limit:
+            return attempts[0] + window - now
+        attempts.append(now)
+        return None
+
+    async def give_back(self, key: str, at: float) -> None:
+        attempts = self._attempts.get(key)
+        if attempts is not None and at in attempts:
+            attempts.remove(at)
+            if not attempts:
+                del self._attempts[key]
+
+    async def forget(self, key: str) -> None:
+        self._attempts.pop(key, None)
 
 
 class LoginThrottle:
-    """The two throttles a login passes: its username's and its client address's."""
+    """The two limits a login passes: its username's and its client address's."""
 
     def __init__(
         self,
         clock: Clock,
+        attempts: Attempts | None = None,
         *,
         per_username: int = 5,
         per_address: int = 20,
         window: float = 15 * 60,
     ) -> None:
-        self.usernames = Throttle(clock, limit=per_username, window=window)
-        self.addresses = Throttle(clock, limit=per_address, window=window)
+        self._clock = clock
+        self._attempts = attempts if attempts is not None else MemoryAttempts()
+        self._per_username = per_username
+        self._per_address = per_address
+        self._window = window
 
-    def check(self, username: str, address: str) -> None:
-        """`RateLimited` if either the username or the address failed too often lately."""
-        self.usernames.check(username.lower())
-        self.addresses.check(address)
+    async def attempt(self, username: str, address: str) -> float:
+        """Count a login attempt; `RateLimited` if the username or the address has used up
+        its attempts. Returns the attempt's time, for `succeeded`."""
+        now = self._clock()
+        user, place = _username_key(username), _address_key(address)
+        wait = await self._attempts.take(user, self._per_username, self._window, now)
+        if wait is None:
+            wait = await self._attempts.take(place, self._per_address, self._window, now)
+            if wait is not None:
+                await self._attempts.give_back(user, now)
+        if wait is not None:
+            raise RateLimited(max(1, math.ceil(wait)))
+        return now
 
-    def failed(self, username: str, address: str) -> None:
-        self.usernames.fail(username.lower())
-        self.addresses.fail(address)
+    async def succeeded(self, username: str, address: str, at: float) -> None:
+        """The attempt at `at` logged in: forgive the username, give the address its attempt."""
+        await self._attempts.forget(_username_key(username))
+        await self._attempts.give_back(_address_key(address), at)
 
-    def succeeded(self, username: str) -> None:
-        self.usernames.forgive(username.lower())
+
+def _username_key(username: str) -> str:
+    return f"username:{username.lower()}"
+
+
+def _address_key(address: str) -> str:
+    return f"address:{address}"

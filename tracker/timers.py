@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
@@ -38,6 +39,8 @@ class TimerSupervisor:
         tracker: Tracker,
         clock: Clock,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        *,
+        leading: bool = True,
     ) -> None:
         self._tracker = tracker
         self._clock = clock
@@ -45,6 +48,27 @@ class TimerSupervisor:
         self._heap: list[tuple[float, str, str]] = []
         self._scheduled: set[tuple[float, str, str]] = set()
         self._wake = anyio.Event()
+        self._leading = leading
+        """Whether runs are scheduled as they start (only while this process leads)."""
+
+    async def lead(self) -> None:
+        """Finish timers while this process leads the ones sharing the log (until cancelled).
+
+        Every run that is running is scheduled first, so those that fell due while
+        no process led finish at once, with their true due time. When the lead
+        ends, the schedule is dropped: the next leader builds its own.
+        """
+        self._leading = True
+        try:
+            started = time.perf_counter()
+            scheduled = self.schedule_running()
+            milliseconds = (time.perf_counter() - started) * 1000
+            logger.info("%d running timers scheduled in %.2f ms", scheduled, milliseconds)
+            await self.run()
+        finally:
+            self._leading = False
+            self._heap.clear()
+            self._scheduled.clear()
 
     def schedule_running(self) -> int:
         """Schedule every run that is running now (at startup); return how many."""
@@ -56,6 +80,8 @@ class TimerSupervisor:
 
     def on_changes(self, changes: Sequence[TaskChange]) -> None:
         """The read model's listener: schedule every run that a change set running."""
+        if not self._leading:
+            return
         clocks = self._tracker.model.board.clocks
         for change in changes:
             clock = clocks.get(change.task_id)

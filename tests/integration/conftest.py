@@ -1,9 +1,14 @@
-"""Real servers on real SQLite files: the fixtures every integration test stands on.
+"""Real servers on real stores: the fixtures every integration test stands on.
 
 Nothing here builds the app in-process. `Server` runs `python -m tracker serve`
 as a child process on a free port, and every HTTP client it hands out checks
 each response against the contract's error rules (never a 500, always the
 `{"error": {"code", "message"}}` body).
+
+Every test that uses a server (`server`, `start_server`) runs once per store:
+`test_x[sqlite]` on an SQLite file, `test_x[postgres]` on a database of its own in
+the run's PostgreSQL cluster. A test about the SQLite file itself is marked
+`sqlite_only` and gets the SQLite variant alone.
 """
 
 from __future__ import annotations
@@ -23,10 +28,14 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.pgcluster import PostgresCluster
+
 SECRET_KEY = "integration-test-signing-key-0123456789abcdefghi"
 """The 48-character key the servers sign tokens with (unless a test wants a generated one)."""
 assert len(SECRET_KEY) == 48
 
+STORES = ("sqlite", "postgres")
+"""The stores every server test runs on (the `store_kind` parameter)."""
 STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
@@ -113,6 +122,24 @@ def error_of(response: httpx.Response, status: int, code: str | None = None) -> 
     return error
 
 
+@dataclass(frozen=True)
+class Store:
+    """Where a log lives: the SQLite file `db`, or, with `url`, the PostgreSQL database
+    there (`db` then only places what goes beside the log: server output, working
+    directory)."""
+
+    db: Path
+    url: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "sqlite" if self.url is None else "postgres"
+
+    def env(self) -> dict[str, str]:
+        """What a `tracker` process needs in its environment to use this store."""
+        return {} if self.url is None else {"TRACKER_DATABASE_URL": self.url}
+
+
 @dataclass
 class Guest:
     """A guest session on a server: its token, principal and a bearer-authenticated client."""
@@ -137,11 +164,13 @@ class Guest:
 
 @dataclass
 class Server:
-    """`tracker serve` on `db`, as a child process. Start, stop and restart it at will."""
+    """`tracker serve` on `db` (or, with `database_url`, on that PostgreSQL database), as a
+    child process. Start, stop and restart it at will: it keeps its store."""
 
     db: Path
     secret_key: str | None = SECRET_KEY
     env: dict[str, str] = field(default_factory=dict)
+    database_url: str | None = None
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -151,6 +180,11 @@ class Server:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def store(self) -> Store:
+        """The log this server runs on (for `run_cli(..., db=server.store)`)."""
+        return Store(self.db, self.database_url)
 
     @property
     def running(self) -> bool:
@@ -178,7 +212,7 @@ class Server:
                     "--db",
                     str(self.db),
                 ],
-                env=clean_env(self.secret_key, **self.env),
+                env=clean_env(self.secret_key, **{**self.store.env(), **self.env}),
                 cwd=self.db.parent,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -269,20 +303,54 @@ class Server:
 
 @dataclass
 class ServerFactory:
-    """Starts servers for one test and stops every one still running at teardown."""
+    """Starts servers for one test (or module) and stops every one still running at
+    teardown. They run on SQLite files in `directory`, or, given `databases` (which makes
+    a new PostgreSQL database and returns its URL), on PostgreSQL databases."""
 
     directory: Path
+    databases: Callable[[], str] | None = None
     servers: list[Server] = field(default_factory=list)
+    _store: Store | None = None
+
+    @property
+    def kind(self) -> str:
+        return "sqlite" if self.databases is None else "postgres"
+
+    @property
+    def store(self) -> Store:
+        """Where a server goes unless told otherwise: `directory/tracker.db`, or one
+        PostgreSQL database (made on first use) for all such servers of this factory."""
+        if self._store is None:
+            url = None if self.databases is None else self.databases()
+            self._store = Store(self.directory / "tracker.db", url)
+        return self._store
+
+    def new_store(self, name: str) -> Store:
+        """Another, empty store of this factory's kind: `directory/name/tracker.db` (the
+        directory is made, and also holds a PostgreSQL store's files), or a new database."""
+        directory = self.directory / name
+        directory.mkdir()
+        url = None if self.databases is None else self.databases()
+        return Store(directory / "tracker.db", url)
 
     def __call__(
         self,
-        db: Path | None = None,
+        db: Path | Store | None = None,
         *,
         secret_key: str | None = SECRET_KEY,
         start: bool = True,
         **env: str,
     ) -> Server:
-        server = Server(db or self.directory / "tracker.db", secret_key, env)
+        """A server on `db` (default: `self.store`), started unless `start` is False.
+        A bare path is an SQLite file: only a `sqlite_only` test can choose one."""
+        if db is None:
+            store = self.store
+        elif isinstance(db, Store):
+            store = db
+        else:
+            assert self.databases is None, f"an SQLite file ({db}) for a {self.kind} test"
+            store = Store(db)
+        server = Server(store.db, secret_key, env, database_url=store.url)
         self.servers.append(server)
         if start:
             server.start()
@@ -301,21 +369,59 @@ class ServerFactory:
         assert not failures, failures
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test on a store (anything that needs `store_kind`) runs once per store, or on
+    SQLite alone when marked `sqlite_only`. The parameter is module-scoped, so a module's
+    tests run on one store, then on the other, each with its own module server."""
+    if "store_kind" in metafunc.fixturenames:
+        sqlite_only = metafunc.definition.get_closest_marker("sqlite_only") is not None
+        kinds = ["sqlite"] if sqlite_only else list(STORES)
+        metafunc.parametrize("store_kind", kinds, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """`"sqlite"` or `"postgres"`: the store of this test's servers."""
+    kind: str = getattr(request, "param", "sqlite")
+    assert kind in STORES, kind
+    return kind
+
+
+def server_factory(
+    request: pytest.FixtureRequest, store_kind: str, directory: Path
+) -> ServerFactory:
+    """A factory of servers on `store_kind` stores (PostgreSQL ones from the run's cluster)."""
+    if store_kind == "postgres":
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        return ServerFactory(directory, cluster.create_database)
+    return ServerFactory(directory)
+
+
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
-    """`start_server(db=None, secret_key=..., **env)`: a started `Server`, stopped at teardown."""
-    factory = ServerFactory(tmp_path)
+def start_server(
+    request: pytest.FixtureRequest, store_kind: str, tmp_path: Path
+) -> Iterator[ServerFactory]:
+    """`start_server(db=None, secret_key=..., **env)`: a started `Server`, stopped at
+    teardown, on the test's store kind (and `start_server.new_store(name)`: an empty one)."""
+    factory = server_factory(request, store_kind, tmp_path)
     yield factory
     factory.close()
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server per test module (tests isolate themselves by each using a new guest)."""
-    factory = ServerFactory(tmp_path_factory.mktemp("server"))
-    running = factory()
-    yield running
+def module_servers(
+    request: pytest.FixtureRequest, store_kind: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerFactory]:
+    """Servers that last the whole module (on its store kind), stopped after its last test."""
+    factory = server_factory(request, store_kind, tmp_path_factory.mktemp("server"))
+    yield factory
     factory.close()
+
+
+@pytest.fixture(scope="module")
+def server(module_servers: ServerFactory) -> Server:
+    """One server per test module (tests isolate themselves by each using a new guest)."""
+    return module_servers()
 
 
 @pytest.fixture
@@ -333,25 +439,38 @@ def other(server: Server) -> Guest:
 # The command line
 
 
+def cli_invocation(*args: str, db: Path | Store | None) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of `python -m tracker ARGS` on `db`: an SQLite
+    file (`--db DB`) or a store (a PostgreSQL one through `TRACKER_DATABASE_URL`)."""
+    store = Store(db) if isinstance(db, Path) else db
+    command = [sys.executable, "-m", "tracker", *args]
+    if store is None:
+        return command, clean_env(None)
+    if store.url is None:
+        return [*command, "--db", str(store.db)], clean_env(None)
+    # The key is not the log tools' business, but a PostgreSQL setup requires one.
+    return command, clean_env(SECRET_KEY, **store.env())
+
+
 def run_cli(
     *args: str,
-    db: Path | None = None,
+    db: Path | Store | None = None,
     input: bytes | None = None,
     cwd: Path | None = None,
     timeout: float = 60.0,
     preexec_fn: Callable[[], object] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
-    """`python -m tracker ARGS --db DB`, for real; never a traceback on stderr.
-    (`preexec_fn` runs in the child before the command, e.g. to set a resource limit.)"""
-    command = [sys.executable, "-m", "tracker", *args]
-    if db is not None:
-        command += ["--db", str(db)]
+    """`python -m tracker ARGS` on `db` (an SQLite file, or a `Store` such as
+    `server.store`), for real; never a traceback on stderr. (`preexec_fn` runs in the
+    child before the command, e.g. to set a resource limit.)"""
+    store = Store(db) if isinstance(db, Path) else db
+    command, env = cli_invocation(*args, db=store)
     result = subprocess.run(
         command,
         input=input,
         capture_output=True,
-        env=clean_env(None),
-        cwd=cwd or (db.parent if db is not None else None),
+        env=env,
+        cwd=cwd or (store.db.parent if store is not None else None),
         timeout=timeout,
         check=False,
         preexec_fn=preexec_fn,
@@ -361,8 +480,19 @@ def run_cli(
     return result
 
 
-def cli_events(db: Path, *args: str) -> list[dict[str, Any]]:
-    """`tracker events` on `db`, each line parsed."""
+def cli_events(db: Path | Store, *args: str) -> list[dict[str, Any]]:
+    """`tracker events` on `db` (a file or a store), each line parsed."""
     result = run_cli("events", *args, db=db)
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def assert_nothing_written(store: Store) -> None:
+    """`store` holds no log: no file whose name starts with the SQLite file's (database,
+    WAL, journal, key), or a PostgreSQL database in which `tracker events` finds nothing."""
+    if store.url is None:
+        left = [path.name for path in store.db.parent.iterdir()]
+        assert [name for name in left if name.startswith(store.db.name)] == [], left
+    else:
+        result = run_cli("events", db=store)
+        assert result.stdout == b"", result.stdout[:500]

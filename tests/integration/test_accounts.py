@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,11 +14,9 @@ PASSWORD = "correct horse"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(module_servers: ServerFactory) -> Server:
     """One server for the module, with cheap bcrypt so that registering is quick."""
-    factory = ServerFactory(tmp_path_factory.mktemp("accounts"))
-    yield factory(TRACKER_BCRYPT_ROUNDS="4")
-    factory.close()
+    return module_servers(TRACKER_BCRYPT_ROUNDS="4")
 
 
 _counter = iter(range(1_000_000))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,11 +15,9 @@ ADMIN = "root_admin"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(module_servers: ServerFactory) -> Server:
     """One server for the module, with an admin account name and cheap bcrypt."""
-    factory = ServerFactory(tmp_path_factory.mktemp("audit"))
-    yield factory(TRACKER_BCRYPT_ROUNDS="4", TRACKER_ADMINS=f"someone, {ADMIN.upper()}")
-    factory.close()
+    return module_servers(TRACKER_BCRYPT_ROUNDS="4", TRACKER_ADMINS=f"someone, {ADMIN.upper()}")
 
 
 def events_page(client: httpx.Client, **params: Any) -> dict[str, Any]:

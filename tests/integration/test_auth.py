@@ -345,6 +345,7 @@ def test_guest_start_from_a_foreign_origin_is_forbidden(server: Server) -> None:
 # The signing key
 
 
+@pytest.mark.sqlite_only  # the key file beside the SQLite file (PostgreSQL requires a set key)
 def test_generated_key_is_kept_beside_the_db_and_survives_a_restart(
     start_server: ServerFactory, tmp_path: Path
 ) -> None:

@@ -1,4 +1,9 @@
-"""The `tracker` command for real: events, replay, verify, export and import on a real log."""
+"""The `tracker` command for real: events, replay, verify, export and import on a real log.
+
+The log is a stopped server's store, so most of these run on both stores; the tests that
+edit the SQLite file behind the command's back, or hand it files that are no log, are
+SQLite's alone.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,8 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -20,7 +23,14 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.integration.conftest import ServerFactory, clean_env, cli_events, run_cli
+from tests.integration.conftest import (
+    ServerFactory,
+    Store,
+    assert_nothing_written,
+    cli_events,
+    cli_invocation,
+    run_cli,
+)
 from tracker.events.records import canonical_bytes, chain_hash
 
 EVENT_FIELDS = {"position", "stream", "version", "type", "data", "actor", "recorded_at", "hash"}
@@ -28,9 +38,9 @@ EVENT_FIELDS = {"position", "stream", "version", "type", "data", "actor", "recor
 
 @dataclass
 class Log:
-    """A populated, stopped server's database and what the API said while it ran."""
+    """A populated, stopped server's store and what the API said while it ran."""
 
-    db: Path
+    store: Store
     owners: list[str]
     tokens: dict[str, str]
     histories: dict[str, list[dict[str, Any]]]
@@ -42,10 +52,9 @@ class Log:
 
 
 @pytest.fixture(scope="module")
-def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Log]:
+def log(module_servers: ServerFactory) -> Log:
     """Two guests' tasks created, changed and deleted on a real server, which is then stopped."""
-    factory = ServerFactory(tmp_path_factory.mktemp("cli"))
-    server = factory()
+    server = module_servers()
     alice, bob = server.guest(), server.guest()
     tasks: list[tuple[Any, str]] = []
     for guest, count in ((alice, 3), (bob, 2)):
@@ -67,7 +76,7 @@ def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Log]:
     }
     head = alice.client.get("/api/tasks").json()["position"]
     result = Log(
-        db=server.db,
+        store=server.store,
         owners=[alice.id, bob.id],
         tokens={alice.id: alice.token, bob.id: bob.token},
         histories=histories,
@@ -82,22 +91,18 @@ def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Log]:
         guest.id: guest.client.get("/api/tasks").json()["tasks"] for guest in (alice, bob)
     }
     assert server.stop() == 0
-    yield result
-    factory.close()
+    return result
 
 
 def copy_db(log: Log, target: Path) -> Path:
-    """A copy of the stopped server's database (and its WAL, if any is left)."""
+    """A copy of the stopped server's SQLite file (and its WAL, if any is left)."""
+    assert log.store.kind == "sqlite", "copy_db is for sqlite_only tests"
     target.mkdir(parents=True, exist_ok=True)
     for suffix in ("", "-wal"):
-        source = log.db.with_name(log.db.name + suffix)
+        source = log.store.db.with_name(log.store.db.name + suffix)
         if source.exists():
             shutil.copy(source, target / f"tracker.db{suffix}")
     return target / "tracker.db"
-
-
-def tracker_files(directory: Path) -> list[str]:
-    return sorted(path.name for path in directory.iterdir() if path.name.startswith("tracker.db"))
 
 
 def digest(path: Path) -> str:
@@ -105,7 +110,7 @@ def digest(path: Path) -> str:
 
 
 def events_of(log: Log) -> list[dict[str, Any]]:
-    return cli_events(log.db)
+    return cli_events(log.store)
 
 
 def fails_at(result: Any, position: int) -> None:
@@ -119,7 +124,7 @@ def fails_at(result: Any, position: int) -> None:
 
 
 def test_events_prints_the_whole_log_as_ndjson(log: Log) -> None:
-    result = run_cli("events", db=log.db)
+    result = run_cli("events", db=log.store)
     assert result.returncode == 0
     assert result.stdout.endswith(b"\n")
     lines = result.stdout.decode().splitlines()
@@ -139,11 +144,11 @@ def test_events_match_the_apis_history_of_every_task(log: Log) -> None:
 
 def test_events_stream_prints_only_that_stream(log: Log) -> None:
     task_id, history = next(iter(log.histories.items()))
-    assert cli_events(log.db, "--stream", f"task-{task_id}") == history
+    assert cli_events(log.store, "--stream", f"task-{task_id}") == history
 
 
 def test_events_of_an_unknown_stream_print_nothing(log: Log) -> None:
-    result = run_cli("events", "--stream", "task-nope", db=log.db)
+    result = run_cli("events", "--stream", "task-nope", db=log.store)
     assert result.returncode == 0
     assert result.stdout == b""
 
@@ -151,18 +156,19 @@ def test_events_of_an_unknown_stream_print_nothing(log: Log) -> None:
 @pytest.mark.parametrize("after", [0, 1, 5, -1])
 def test_events_after_starts_after_that_position(log: Log, after: int) -> None:
     after = log.head if after < 0 else after
-    positions = [event["position"] for event in cli_events(log.db, "--after", str(after))]
+    positions = [event["position"] for event in cli_events(log.store, "--after", str(after))]
     assert positions == list(range(after + 1, log.head + 1))
 
 
 def test_events_after_and_stream_combine(log: Log) -> None:
     task_id, history = next(iter(log.histories.items()))
     after = history[0]["position"]
-    assert cli_events(log.db, "--stream", f"task-{task_id}", "--after", str(after)) == history[1:]
+    events = cli_events(log.store, "--stream", f"task-{task_id}", "--after", str(after))
+    assert events == history[1:]
 
 
 def test_events_output_is_stable_byte_for_byte(log: Log) -> None:
-    assert run_cli("events", db=log.db).stdout == run_cli("events", db=log.db).stdout
+    assert run_cli("events", db=log.store).stdout == run_cli("events", db=log.store).stdout
 
 
 def test_events_follow_prints_new_events_as_the_server_writes(
@@ -170,11 +176,12 @@ def test_events_follow_prints_new_events_as_the_server_writes(
 ) -> None:
     server = start_server()
     guest = server.guest()
+    command, env = cli_invocation("events", "--follow", db=server.store)
     follower = subprocess.Popen(
-        [sys.executable, "-m", "tracker", "events", "--follow", "--db", str(server.db)],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=clean_env(None),
+        env=env,
         cwd=server.db.parent,
     )
     lines: list[dict[str, Any]] = []
@@ -206,6 +213,7 @@ def test_events_follow_prints_new_events_as_the_server_writes(
 
 
 @pytest.mark.parametrize("command", ["events", "replay", "verify"])
+@pytest.mark.sqlite_only
 def test_missing_database_fails_cleanly_and_is_not_created(tmp_path: Path, command: str) -> None:
     missing = tmp_path / "missing.db"
     result = run_cli(command, db=missing)
@@ -215,6 +223,7 @@ def test_missing_database_fails_cleanly_and_is_not_created(tmp_path: Path, comma
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.sqlite_only
 def test_export_of_a_missing_database_fails_cleanly(tmp_path: Path) -> None:
     result = run_cli("export", str(tmp_path / "backup.ndjson"), db=tmp_path / "missing.db")
     assert result.returncode == 1
@@ -222,6 +231,7 @@ def test_export_of_a_missing_database_fails_cleanly(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["events", "verify", "replay", "export"])
+@pytest.mark.sqlite_only
 def test_a_file_that_is_no_database_fails_cleanly(tmp_path: Path, command: str) -> None:
     path = tmp_path / "tracker.db"
     content = b"this is not a database at all" * 100
@@ -235,6 +245,7 @@ def test_a_file_that_is_no_database_fails_cleanly(tmp_path: Path, command: str) 
 
 
 @pytest.mark.parametrize("command", ["events", "verify"])
+@pytest.mark.sqlite_only
 def test_read_only_commands_leave_an_empty_file_alone(tmp_path: Path, command: str) -> None:
     path = tmp_path / "tracker.db"
     path.write_bytes(b"")
@@ -243,6 +254,7 @@ def test_read_only_commands_leave_an_empty_file_alone(tmp_path: Path, command: s
     assert path.read_bytes() == b""
 
 
+@pytest.mark.sqlite_only
 def test_another_applications_sqlite_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "other.db"
     with sqlite3.connect(path) as connection:
@@ -256,8 +268,8 @@ def test_another_applications_sqlite_file_is_refused(tmp_path: Path) -> None:
 # replay
 
 
-def replay(log: Log, *args: str, db: Path | None = None) -> dict[str, Any]:
-    result = run_cli("replay", *args, db=db or log.db)
+def replay(log: Log, *args: str, db: Store | None = None) -> dict[str, Any]:
+    result = run_cli("replay", *args, db=db or log.store)
     assert result.returncode == 0, result.stderr
     state: dict[str, Any] = json.loads(result.stdout)
     return state
@@ -333,7 +345,7 @@ def test_replay_until_far_future_is_the_head(log: Log) -> None:
 
 @pytest.mark.parametrize("until", ["yesterday", "2026-13-01T00:00:00Z", "-5", "1.5"])
 def test_replay_until_garbage_fails_cleanly(log: Log, until: str) -> None:
-    result = run_cli("replay", "--until", until, db=log.db)
+    result = run_cli("replay", "--until", until, db=log.store)
     assert result.returncode != 0
     assert b"--until" in result.stderr
     assert result.stdout == b""
@@ -341,7 +353,7 @@ def test_replay_until_garbage_fails_cleanly(log: Log, until: str) -> None:
 
 @pytest.mark.parametrize("until", ["²", "9" * 5000], ids=["superscript", "5000-digits"])
 def test_replay_until_an_unparsable_number_fails_cleanly(log: Log, until: str) -> None:
-    result = run_cli("replay", "--until", until, db=log.db)
+    result = run_cli("replay", "--until", until, db=log.store)
     assert result.returncode != 0
 
 
@@ -349,13 +361,14 @@ def test_replay_until_an_unparsable_number_fails_cleanly(log: Log, until: str) -
 
 
 def test_verify_passes_a_clean_log_and_checks_the_snapshot(log: Log) -> None:
-    result = run_cli("verify", db=log.db)
+    result = run_cli("verify", db=log.store)
     assert result.returncode == 0, result.stderr
     out = result.stdout.decode()
     assert f"ok: {log.head} events" in out
     assert f"snapshot at {log.head} matches" in out
 
 
+@pytest.mark.sqlite_only
 def test_the_snapshot_is_written_at_shutdown(log: Log, tmp_path: Path) -> None:
     db = copy_db(log, tmp_path)
     with sqlite3.connect(db) as connection:
@@ -434,6 +447,7 @@ def first_task_created(log: Log) -> int:
     return position
 
 
+@pytest.mark.sqlite_only
 def test_verify_names_an_edited_event(log: Log, tmp_path: Path) -> None:
     db = copy_db(log, tmp_path)
     position = first_task_created(log) + 1
@@ -445,6 +459,7 @@ def test_verify_names_an_edited_event(log: Log, tmp_path: Path) -> None:
     ("column", "value"),
     [("actor", "system"), ("recorded_at", "2020-01-01T00:00:00.000Z"), ("stream", "task-x")],
 )
+@pytest.mark.sqlite_only
 def test_verify_names_an_event_with_an_edited_envelope(
     log: Log, tmp_path: Path, column: str, value: str
 ) -> None:
@@ -454,24 +469,28 @@ def test_verify_names_an_event_with_an_edited_envelope(
     fails_at(run_cli("verify", db=db), position)
 
 
+@pytest.mark.sqlite_only
 def test_verify_names_a_deleted_event(log: Log, tmp_path: Path) -> None:
     db = copy_db(log, tmp_path)
     delete_event(db, 4)
     fails_at(run_cli("verify", db=db), 4)
 
 
+@pytest.mark.sqlite_only
 def test_verify_names_a_deleted_last_event_via_the_snapshot(log: Log, tmp_path: Path) -> None:
     db = copy_db(log, tmp_path)
     delete_event(db, log.head)
     fails_at(run_cli("verify", db=db), log.head)
 
 
+@pytest.mark.sqlite_only
 def test_verify_names_swapped_events(log: Log, tmp_path: Path) -> None:
     db = copy_db(log, tmp_path)
     swap_events(db, 5)
     fails_at(run_cli("verify", db=db), 5)
 
 
+@pytest.mark.sqlite_only
 def test_verify_names_an_inserted_event(log: Log, tmp_path: Path) -> None:
     db = copy_db(log, tmp_path)
     insert_event(db, 6)
@@ -479,6 +498,7 @@ def test_verify_names_an_inserted_event(log: Log, tmp_path: Path) -> None:
     fails_at(run_cli("verify", db=db), 7)
 
 
+@pytest.mark.sqlite_only
 def test_verify_names_an_event_appended_with_a_bad_hash(log: Log, tmp_path: Path) -> None:
     db = copy_db(log, tmp_path)
     with sqlite3.connect(db) as connection:
@@ -510,6 +530,7 @@ def corrupt_snapshot(db: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["state", "bytes"])
+@pytest.mark.sqlite_only
 def test_verify_names_a_corrupt_snapshot(log: Log, tmp_path: Path, how: str) -> None:
     db = copy_db(log, tmp_path)
     corrupt_snapshot(db, how)
@@ -518,6 +539,7 @@ def test_verify_names_a_corrupt_snapshot(log: Log, tmp_path: Path, how: str) -> 
     assert b"snapshot" in result.stderr
 
 
+@pytest.mark.sqlite_only
 def test_verify_names_a_snapshot_whose_hash_was_altered(log: Log, tmp_path: Path) -> None:
     db = copy_db(log, tmp_path)
     corrupt_snapshot(db, "hash")
@@ -526,6 +548,7 @@ def test_verify_names_a_snapshot_whose_hash_was_altered(log: Log, tmp_path: Path
     assert b"snapshot" in result.stderr
 
 
+@pytest.mark.sqlite_only
 def test_verify_names_a_snapshot_past_the_end_of_the_log(log: Log, tmp_path: Path) -> None:
     db = copy_db(log, tmp_path)
     corrupt_snapshot(db, "position")
@@ -534,6 +557,7 @@ def test_verify_names_a_snapshot_past_the_end_of_the_log(log: Log, tmp_path: Pat
     assert b"snapshot" in result.stderr
 
 
+@pytest.mark.sqlite_only
 def test_verify_passes_without_a_snapshot(log: Log, tmp_path: Path) -> None:
     db = copy_db(log, tmp_path)
     with sqlite3.connect(db) as connection:
@@ -548,7 +572,7 @@ def test_verify_passes_without_a_snapshot(log: Log, tmp_path: Path) -> None:
 
 
 def export(log: Log, target: Path) -> Path:
-    result = run_cli("export", str(target), db=log.db)
+    result = run_cli("export", str(target), db=log.store)
     assert result.returncode == 0, result.stderr
     assert f"exported {log.head} events".encode() in result.stderr
     return target
@@ -563,33 +587,33 @@ def test_export_writes_header_events_and_end_line(log: Log, tmp_path: Path) -> N
     assert end == {"end": {"events": log.head, "head": log.head, "hash": events[-1]["hash"]}}
 
 
-def test_export_then_import_restores_the_log_byte_for_byte(log: Log, tmp_path: Path) -> None:
+def test_export_then_import_restores_the_log_byte_for_byte(
+    log: Log, tmp_path: Path, start_server: ServerFactory
+) -> None:
     backup = export(log, tmp_path / "backup.ndjson")
-    restored = tmp_path / "restored" / "tracker.db"
-    restored.parent.mkdir()
+    restored = start_server.new_store("restored")
     result = run_cli("import", str(backup), db=restored)
     assert result.returncode == 0, result.stderr
     assert f"imported {log.head} events".encode() in result.stderr
-    assert run_cli("events", db=restored).stdout == run_cli("events", db=log.db).stdout
+    assert run_cli("events", db=restored).stdout == run_cli("events", db=log.store).stdout
     assert run_cli("verify", db=restored).returncode == 0
     assert replay(log, db=restored) == replay(log)
 
 
-def test_export_to_stdout_and_import_from_stdin(log: Log, tmp_path: Path) -> None:
-    exported = run_cli("export", "-", db=log.db)
+def test_export_to_stdout_and_import_from_stdin(log: Log, start_server: ServerFactory) -> None:
+    exported = run_cli("export", "-", db=log.store)
     assert exported.returncode == 0
-    restored = tmp_path / "tracker.db"
+    restored = start_server.new_store("restored")
     result = run_cli("import", "-", db=restored, input=exported.stdout)
     assert result.returncode == 0, result.stderr
-    assert run_cli("events", db=restored).stdout == run_cli("events", db=log.db).stdout
+    assert run_cli("events", db=restored).stdout == run_cli("events", db=log.store).stdout
 
 
 def test_a_restored_log_serves_the_same_tasks_to_the_same_tokens(
     log: Log, tmp_path: Path, start_server: ServerFactory
 ) -> None:
     backup = export(log, tmp_path / "backup.ndjson")
-    restored = tmp_path / "restored" / "tracker.db"
-    restored.parent.mkdir()
+    restored = start_server.new_store("restored")
     assert run_cli("import", str(backup), db=restored).returncode == 0
     server = start_server(restored)
     for owner, token in log.tokens.items():
@@ -599,59 +623,71 @@ def test_a_restored_log_serves_the_same_tasks_to_the_same_tokens(
 def test_export_refuses_to_overwrite_a_file(log: Log, tmp_path: Path) -> None:
     target = tmp_path / "backup.ndjson"
     target.write_bytes(b"precious")
-    result = run_cli("export", str(target), db=log.db)
+    result = run_cli("export", str(target), db=log.store)
     assert result.returncode != 0
     assert b"exists" in result.stderr
     assert target.read_bytes() == b"precious"
 
 
-def test_import_refuses_a_non_empty_database(log: Log, tmp_path: Path) -> None:
+def test_import_refuses_a_non_empty_database(
+    log: Log, tmp_path: Path, start_server: ServerFactory
+) -> None:
     backup = export(log, tmp_path / "backup.ndjson")
-    db = copy_db(log, tmp_path / "target")
-    before, events_before = digest(db), run_cli("events", db=db).stdout
-    result = run_cli("import", str(backup), db=db)
+    target = start_server.new_store("target")
+    assert run_cli("import", str(backup), db=target).returncode == 0
+    events_before = run_cli("events", db=target).stdout
+    before = digest(target.db) if target.kind == "sqlite" else None
+    result = run_cli("import", str(backup), db=target)
     assert result.returncode == 1
     assert b"not empty" in result.stderr
-    assert digest(db) == before
-    assert run_cli("events", db=db).stdout == events_before
+    if before is not None:
+        assert digest(target.db) == before
+    assert run_cli("events", db=target).stdout == events_before
 
 
-def refused(backup: Path, tmp_path: Path, *messages: str) -> None:
-    """Importing `backup` into a new database fails with exit 1, says why, leaves nothing."""
-    target = tmp_path / "target"
-    target.mkdir()
-    result = run_cli("import", str(backup), db=target / "tracker.db")
+def refused(backup: Path, stores: ServerFactory, *messages: str) -> None:
+    """Importing `backup` into a new store fails with exit 1, says why, leaves nothing."""
+    target = stores.new_store("target")
+    result = run_cli("import", str(backup), db=target)
     stderr = result.stderr.decode()
     assert result.returncode == 1, (result.returncode, stderr)
     for message in messages:
         assert message in stderr, stderr
-    assert tracker_files(target) == []
+    assert_nothing_written(target)
 
 
-def test_import_refuses_a_backup_truncated_mid_line(log: Log, tmp_path: Path) -> None:
+def test_import_refuses_a_backup_truncated_mid_line(
+    log: Log, tmp_path: Path, start_server: ServerFactory
+) -> None:
     backup = export(log, tmp_path / "backup.ndjson")
     data = backup.read_bytes()
     lines = data.splitlines(keepends=True)
     cut = sum(len(line) for line in lines[:4]) + len(lines[4]) // 2
     backup.write_bytes(data[:cut])
-    refused(backup, tmp_path, "line 5", "truncated")
+    refused(backup, start_server, "line 5", "truncated")
 
 
-def test_import_refuses_a_backup_without_its_end_line(log: Log, tmp_path: Path) -> None:
+def test_import_refuses_a_backup_without_its_end_line(
+    log: Log, tmp_path: Path, start_server: ServerFactory
+) -> None:
     backup = export(log, tmp_path / "backup.ndjson")
     lines = backup.read_bytes().splitlines(keepends=True)
     backup.write_bytes(b"".join(lines[:-1]))
-    refused(backup, tmp_path, f"line {len(lines)}", "truncated")
+    refused(backup, start_server, f"line {len(lines)}", "truncated")
 
 
-def test_import_refuses_a_backup_missing_an_event(log: Log, tmp_path: Path) -> None:
+def test_import_refuses_a_backup_missing_an_event(
+    log: Log, tmp_path: Path, start_server: ServerFactory
+) -> None:
     backup = export(log, tmp_path / "backup.ndjson")
     lines = backup.read_bytes().splitlines(keepends=True)
     backup.write_bytes(b"".join(lines[:3] + lines[4:]))
-    refused(backup, tmp_path, "line 4")
+    refused(backup, start_server, "line 4")
 
 
-def test_import_refuses_a_tampered_line(log: Log, tmp_path: Path) -> None:
+def test_import_refuses_a_tampered_line(
+    log: Log, tmp_path: Path, start_server: ServerFactory
+) -> None:
     backup = export(log, tmp_path / "backup.ndjson")
     lines = backup.read_bytes().splitlines(keepends=True)
     target = next(
@@ -660,46 +696,55 @@ def test_import_refuses_a_tampered_line(log: Log, tmp_path: Path) -> None:
     lines[target] = lines[target].replace(b" task ", b" TASK ")
     assert b" TASK " in lines[target]
     backup.write_bytes(b"".join(lines))
-    refused(backup, tmp_path, f"line {target + 1}")
+    refused(backup, start_server, f"line {target + 1}")
 
 
-def test_import_refuses_a_line_that_is_not_json(log: Log, tmp_path: Path) -> None:
+def test_import_refuses_a_line_that_is_not_json(
+    log: Log, tmp_path: Path, start_server: ServerFactory
+) -> None:
     backup = export(log, tmp_path / "backup.ndjson")
     lines = backup.read_bytes().splitlines(keepends=True)
     lines[2] = b"{not json\n"
     backup.write_bytes(b"".join(lines))
-    refused(backup, tmp_path, "line 3")
+    refused(backup, start_server, "line 3")
 
 
-def test_import_refuses_a_tampered_end_line(log: Log, tmp_path: Path) -> None:
+def test_import_refuses_a_tampered_end_line(
+    log: Log, tmp_path: Path, start_server: ServerFactory
+) -> None:
     backup = export(log, tmp_path / "backup.ndjson")
     lines = backup.read_bytes().splitlines(keepends=True)
     end = json.loads(lines[-1])
     end["end"]["events"] += 1
     lines[-1] = json.dumps(end).encode() + b"\n"
     backup.write_bytes(b"".join(lines))
-    refused(backup, tmp_path, "end line")
+    refused(backup, start_server, "end line")
 
 
-def test_import_refuses_data_after_the_end_line(log: Log, tmp_path: Path) -> None:
+def test_import_refuses_data_after_the_end_line(
+    log: Log, tmp_path: Path, start_server: ServerFactory
+) -> None:
     backup = export(log, tmp_path / "backup.ndjson")
     lines = backup.read_bytes().splitlines(keepends=True)
     backup.write_bytes(b"".join([*lines, lines[1]]))
-    refused(backup, tmp_path, f"line {len(lines) + 1}")
+    refused(backup, start_server, f"line {len(lines) + 1}")
 
 
-def test_import_refuses_an_empty_file(tmp_path: Path) -> None:
+def test_import_refuses_an_empty_file(tmp_path: Path, start_server: ServerFactory) -> None:
     backup = tmp_path / "backup.ndjson"
     backup.write_bytes(b"")
-    refused(backup, tmp_path, "empty")
+    refused(backup, start_server, "empty")
 
 
-def test_import_refuses_a_file_with_a_foreign_header(tmp_path: Path) -> None:
+def test_import_refuses_a_file_with_a_foreign_header(
+    tmp_path: Path, start_server: ServerFactory
+) -> None:
     backup = tmp_path / "backup.ndjson"
     backup.write_bytes(b'{"tracker_export": 99, "exported_at": "2026-01-01T00:00:00.000Z"}\n')
-    refused(backup, tmp_path, "line 1")
+    refused(backup, start_server, "line 1")
 
 
+@pytest.mark.sqlite_only
 def test_failed_import_keeps_an_existing_signing_key(tmp_path: Path) -> None:
     key = tmp_path / "tracker.db.secret"
     key.write_text("the key every issued token was signed with\n")
@@ -711,21 +756,25 @@ def test_failed_import_keeps_an_existing_signing_key(tmp_path: Path) -> None:
     assert key.read_text() == "the key every issued token was signed with\n"
 
 
-def test_import_of_a_missing_file_fails_cleanly(tmp_path: Path) -> None:
-    result = run_cli("import", str(tmp_path / "nope.ndjson"), db=tmp_path / "tracker.db")
+def test_import_of_a_missing_file_fails_cleanly(
+    tmp_path: Path, start_server: ServerFactory
+) -> None:
+    target = start_server.new_store("target")
+    result = run_cli("import", str(tmp_path / "nope.ndjson"), db=target)
     assert result.returncode != 0
     assert b"nope.ndjson" in result.stderr
-    assert tracker_files(tmp_path) == []
+    assert_nothing_written(target)
 
 
-def test_import_of_a_backup_of_an_empty_log_makes_an_empty_log(tmp_path: Path) -> None:
-    source = tmp_path / "source"
-    source.mkdir()
+def test_import_of_a_backup_of_an_empty_log_makes_an_empty_log(
+    tmp_path: Path, start_server: ServerFactory
+) -> None:
+    target = start_server.new_store("target")
     backup = tmp_path / "backup.ndjson"
-    assert run_cli("import", "-", db=source / "tracker.db", input=b"").returncode == 1
-    assert tracker_files(source) == []
+    assert run_cli("import", "-", db=target, input=b"").returncode == 1
+    assert_nothing_written(target)
     header = b'{"tracker_export":1,"exported_at":"2026-01-01T00:00:00.000Z"}\n'
     backup.write_bytes(header + b'{"end":{"events":0,"head":0,"hash":""}}\n')
-    result = run_cli("import", str(backup), db=source / "tracker.db")
+    result = run_cli("import", str(backup), db=target)
     assert result.returncode == 0, result.stderr
-    assert run_cli("events", db=source / "tracker.db").stdout == b""
+    assert run_cli("events", db=target).stdout == b""

@@ -156,9 +156,9 @@ def assert_acknowledged_writes_kept(server: Server, guests: list[Guest], acks: l
 
 def assert_log_is_sound(server: Server) -> None:
     """`tracker verify` passes and `tracker events` is gap-free up to the server's head."""
-    result = run_cli("verify", db=server.db)
+    result = run_cli("verify", db=server.store)
     assert result.returncode == 0, result.stderr
-    positions = [event["position"] for event in cli_events(server.db)]
+    positions = [event["position"] for event in cli_events(server.store)]
     assert positions == list(range(1, len(positions) + 1))
     head = httpx.get(f"{server.url}/healthz").json()["position"]
     assert positions[-1] == head
@@ -167,7 +167,7 @@ def assert_log_is_sound(server: Server) -> None:
 def timer_runs(server: Server) -> tuple[dict[str, str], Counter[str], set[str]]:
     """From the log: each started run's stream, how often each run finished, and the
     streams of deleted tasks."""
-    events = cli_events(server.db)
+    events = cli_events(server.store)
     started = {
         event["data"]["run"]: event["stream"] for event in events if event["type"] == "TimerStarted"
     }
@@ -214,7 +214,7 @@ def test_acknowledged_writes_and_timers_survive_20_sigkills_in_a_row(
     assert unfinished == []
     assert_each_run_finished_at_most_once(server)
     assert server.stop() == 0
-    result = run_cli("verify", db=server.db)
+    result = run_cli("verify", db=server.store)
     assert result.returncode == 0, result.stderr
 
 
@@ -265,6 +265,7 @@ def head_of(server: Server) -> int:
     return position
 
 
+@pytest.mark.sqlite_only  # reads or doctors the snapshot row in the SQLite file
 def test_clean_stop_writes_a_snapshot_at_the_head(start_server: ServerFactory) -> None:
     server = start_server()
     populate(server)
@@ -273,10 +274,11 @@ def test_clean_stop_writes_a_snapshot_at_the_head(start_server: ServerFactory) -
     row = snapshot_row(server.db)
     assert row is not None
     assert row[0] == head
-    assert row[1] == cli_events(server.db)[-1]["hash"]
+    assert row[1] == cli_events(server.store)[-1]["hash"]
     assert f"snapshot saved at position {head}" in server.log()
 
 
+@pytest.mark.sqlite_only  # reads or doctors the snapshot row in the SQLite file
 def test_clean_stop_after_crash_recovery_writes_a_snapshot(start_server: ServerFactory) -> None:
     server = start_server()
     populate(server)
@@ -305,6 +307,7 @@ def test_restart_after_sigterm_keeps_everything(start_server: ServerFactory) -> 
     assert head_of(server) == head + 2
 
 
+@pytest.mark.sqlite_only  # reads or doctors the snapshot row in the SQLite file
 def test_restart_after_sigterm_starts_from_the_snapshot(start_server: ServerFactory) -> None:
     """Doctor the snapshot (not the log): the restarted server shows the doctored state,
     so it must have loaded the snapshot rather than replayed the log."""
@@ -330,11 +333,12 @@ def test_restart_after_sigterm_starts_from_the_snapshot(start_server: ServerFact
     assert "ignoring the snapshot" not in server.log()
     # ... which is exactly what `tracker verify` exists to catch.
     assert server.stop() == 0
-    result = run_cli("verify", db=server.db)
+    result = run_cli("verify", db=server.store)
     assert result.returncode == 1
     assert b"snapshot differs from a full replay" in result.stderr
 
 
+@pytest.mark.sqlite_only  # reads or doctors the snapshot row in the SQLite file
 def test_unreadable_snapshot_is_ignored_and_the_log_replayed(start_server: ServerFactory) -> None:
     server = start_server()
     guests, before = populate(server)
@@ -347,6 +351,7 @@ def test_unreadable_snapshot_is_ignored_and_the_log_replayed(start_server: Serve
     assert "ignoring the snapshot" in server.log()
 
 
+@pytest.mark.sqlite_only  # reads or doctors the snapshot row in the SQLite file
 def test_snapshot_of_another_log_is_ignored(start_server: ServerFactory) -> None:
     server = start_server()
     guests, before = populate(server)
@@ -359,6 +364,7 @@ def test_snapshot_of_another_log_is_ignored(start_server: ServerFactory) -> None
     assert "ignoring the snapshot" in server.log()
 
 
+@pytest.mark.sqlite_only  # reads or doctors the snapshot row in the SQLite file
 def test_snapshot_plus_tail_after_a_kill(start_server: ServerFactory) -> None:
     """Stop cleanly (snapshot), write more, SIGKILL (no new snapshot): both halves come back."""
     server = start_server()
@@ -380,7 +386,7 @@ def test_snapshot_plus_tail_after_a_kill(start_server: ServerFactory) -> None:
     assert head_of(server) == head
     assert state_of(server, guests) == after
     assert "ignoring the snapshot" not in server.log()
-    result = run_cli("verify", db=server.db)
+    result = run_cli("verify", db=server.store)
     assert result.returncode == 0, result.stderr
     assert f"snapshot at {snapshot_at[0]} matches".encode() in result.stdout
 

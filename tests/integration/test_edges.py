@@ -10,7 +10,13 @@ import httpx
 import msgspec
 import pytest
 
-from tests.integration.conftest import Server, error_of, run_cli
+from tests.integration.conftest import (
+    Server,
+    ServerFactory,
+    assert_nothing_written,
+    error_of,
+    run_cli,
+)
 from tracker.events import codec
 from tracker.events.records import GENESIS_HASH, canonical_bytes, chain_hash
 from tracker.events.types import GuestStarted, TaskUpdated
@@ -32,9 +38,10 @@ def test_a_head_probe_of_the_board_starts_no_guest(server: Server) -> None:
         assert client.get("/healthz").json()["position"] == before
 
 
+@pytest.mark.sqlite_only  # one writer per file; PostgreSQL takes several (test_instances.py)
 def test_a_second_server_on_the_same_database_is_refused(start_server: Any) -> None:
     first: Server = start_server()
-    second: Server = start_server(first.db, start=False)
+    second: Server = start_server(first.store, start=False)
 
     with pytest.raises(pytest.fail.Exception, match="in use by another Tracker process"):
         second.start()
@@ -42,7 +49,9 @@ def test_a_second_server_on_the_same_database_is_refused(start_server: Any) -> N
     assert first.client().get("/healthz").status_code == 200
 
 
-def test_a_backup_whose_chain_holds_but_whose_events_do_not_is_refused(tmp_path: Path) -> None:
+def test_a_backup_whose_chain_holds_but_whose_events_do_not_is_refused(
+    tmp_path: Path, start_server: ServerFactory
+) -> None:
     backup = tmp_path / "crafted.ndjson"
     events = [("principal-g", GuestStarted(principal_id="g")), ("task-t", TaskUpdated(done=True))]
     lines = [json.dumps({"tracker_export": 1, "exported_at": "2026-01-01T00:00:00.000Z"})]
@@ -69,15 +78,16 @@ def test_a_backup_whose_chain_holds_but_whose_events_do_not_is_refused(tmp_path:
     lines.append(json.dumps({"end": {"events": 2, "head": 2, "hash": previous}}))
     backup.write_text("\n".join(lines) + "\n")
 
-    result = run_cli("import", str(backup), db=tmp_path / "restored.db")
+    restored = start_server.new_store("restored")
+    result = run_cli("import", str(backup), db=restored)
 
     assert result.returncode == 1
     assert b"line 3" in result.stderr
-    assert not (tmp_path / "restored.db").exists()
+    assert_nothing_written(restored)
 
 
 def test_export_into_a_missing_directory_fails_cleanly(server: Server, tmp_path: Path) -> None:
-    result = run_cli("export", str(tmp_path / "no" / "such" / "dir.ndjson"), db=server.db)
+    result = run_cli("export", str(tmp_path / "no" / "such" / "dir.ndjson"), db=server.store)
 
     assert result.returncode == 1
     assert b"No such file or directory" in result.stderr

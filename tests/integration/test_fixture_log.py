@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from tests.integration.conftest import ServerFactory, run_cli
+from tests.integration.conftest import ServerFactory, Store, run_cli
 from tracker.events import codec
 from tracker.events.records import Recorded
 from tracker.events.types import EVENT_TYPES
@@ -31,11 +31,12 @@ def fixture_log(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture
-def restored(fixture_log: Path, tmp_path: Path) -> Path:
-    db = tmp_path / "restored.db"
-    result = run_cli("import", str(fixture_log), db=db)
+def restored(fixture_log: Path, start_server: ServerFactory) -> Store:
+    """The fixture imported into a new store (of each kind)."""
+    store = start_server.new_store("restored")
+    result = run_cli("import", str(fixture_log), db=store)
     assert result.returncode == 0, result.stderr
-    return db
+    return store
 
 
 def events_of(fixture_log: Path) -> list[bytes]:
@@ -56,7 +57,7 @@ def test_every_event_of_the_fixture_decodes_through_the_codec(fixture_log: Path)
 
 
 def test_the_fixture_imports_verifies_and_prints_back_byte_for_byte(
-    fixture_log: Path, restored: Path
+    fixture_log: Path, restored: Store
 ) -> None:
     verified = run_cli("verify", db=restored)
     assert verified.returncode == 0, verified.stderr
@@ -68,7 +69,7 @@ def test_the_fixture_imports_verifies_and_prints_back_byte_for_byte(
 
 @pytest.mark.parametrize("until", [None, 12])
 def test_the_fixture_replays_to_the_state_it_was_written_with(
-    fixture_log: Path, restored: Path, until: int | None
+    fixture_log: Path, restored: Store, until: int | None
 ) -> None:
     suffix = "" if until is None else f"-{until}"
     expected = fixture_log.with_name(f"{fixture_log.stem}.replay{suffix}.json").read_bytes()
@@ -81,7 +82,7 @@ def test_the_fixture_replays_to_the_state_it_was_written_with(
 
 
 def test_a_server_starts_on_the_fixture_and_finishes_its_overdue_timer(
-    fixture_log: Path, restored: Path, start_server: ServerFactory
+    fixture_log: Path, restored: Store, start_server: ServerFactory
 ) -> None:
     written = [json.loads(line) for line in events_of(fixture_log)]
     last_start = [event for event in written if event["type"] == "TimerStarted"][-1]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,8 @@ from tracker.http import api, openapi
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    factory = ServerFactory(tmp_path_factory.mktemp("openapi"))
-    yield factory(TRACKER_BCRYPT_ROUNDS="4")
-    factory.close()
+def server(module_servers: ServerFactory) -> Server:
+    return module_servers(TRACKER_BCRYPT_ROUNDS="4")
 
 
 def test_every_api_route_is_documented() -> None:

@@ -79,7 +79,8 @@ def test_every_variable_is_read(variable: str, value: str, field: str, parsed: A
         ("TRACKER_SNAPSHOT_EVERY", "-1"),
         ("TRACKER_SNAPSHOT_EVERY", "1e4"),
         ("TRACKER_SECRET_KEY", "too-short"),
-        ("TRACKER_DATABASE_URL", "postgresql://db/tracker"),
+        ("TRACKER_DATABASE_URL", "mysql://db/tracker"),
+        ("TRACKER_DATABASE_URL", "db.example/tracker"),
         ("TRACKER_GUEST_TOKEN_TTL", "1h"),
         ("TRACKER_USER_TOKEN_TTL", "3.5"),
         ("TRACKER_GUEST_TOKEN_TTL", "0"),
@@ -90,6 +91,19 @@ def test_every_variable_is_read(variable: str, value: str, field: str, parsed: A
 def test_a_bad_value_is_refused_naming_its_variable(variable: str, value: str) -> None:
     with pytest.raises(ConfigError, match=variable):
         from_env(**{variable: value})
+
+
+def test_a_postgresql_url_needs_a_secret_key_every_instance_shares() -> None:
+    with pytest.raises(ConfigError, match="TRACKER_SECRET_KEY is required"):
+        from_env(TRACKER_DATABASE_URL="postgresql://db/tracker")
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_a_postgresql_url_with_a_secret_key_selects_postgresql(scheme: str) -> None:
+    settings = from_env(
+        TRACKER_DATABASE_URL=f"{scheme}://tracker@db:5432/tracker", TRACKER_SECRET_KEY="k" * 32
+    )
+    assert settings.database_url == f"{scheme}://tracker@db:5432/tracker"
 
 
 @pytest.mark.parametrize("variable", ["TRACKER_GUEST_TOKEN_TTL", "TRACKER_USER_TOKEN_TTL"])

@@ -245,7 +245,7 @@ async def test_closing_all_ends_every_subscription(hub: Hub) -> None:
 class Guests:
     """Stands in for the Tracker: every token is Alice's."""
 
-    def authenticate(self, token: str) -> Principal:
+    async def authenticate(self, token: str) -> Principal:
         return Principal(id="alice", kind="guest")
 
 

@@ -212,7 +212,21 @@ async def test_build_starts_from_a_valid_snapshot_and_catches_up(
     assert model.dump() == (await full_replay(store)).dump()
 
 
-async def test_build_up_to_a_position_ignores_the_snapshot(filled: SQLiteStore) -> None:
+async def test_build_up_to_a_position_past_the_snapshot_starts_from_it(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    await fill(store, clock)
+    await (await full_replay(store)).save_snapshot(store)
+    await fill(store, clock, prefix="later-")
+    spy = Spy(store)
+
+    model = await ReadModel.build(spy, until=14)  # type: ignore[arg-type]
+
+    assert spy.read_from == [10]
+    assert model.position == 14
+
+
+async def test_build_up_to_a_position_before_the_snapshot_ignores_it(filled: SQLiteStore) -> None:
     await (await full_replay(filled)).save_snapshot(filled)
     spy = Spy(filled)
 

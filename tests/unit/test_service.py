@@ -65,14 +65,14 @@ async def test_starting_a_guest_records_it_and_issues_a_token(tracker: Tracker) 
     assert session.principal == Principal(id="id1", kind="guest")
     (event,) = await tracker.store.read_stream("principal-id1")
     assert (event.type, event.actor) == ("GuestStarted", "system")
-    assert tracker.authenticate(session.token) == session.principal
+    assert await tracker.authenticate(session.token) == session.principal
 
 
 async def test_a_token_for_a_principal_the_log_never_saw_is_refused(tracker: Tracker) -> None:
     stranger = tracker.tokens.issue(Principal(id="stranger", kind="guest"))
 
     with pytest.raises(AuthError):
-        tracker.authenticate(stranger.token)
+        await tracker.authenticate(stranger.token)
 
 
 async def test_a_token_that_claims_another_kind_is_refused(
@@ -81,12 +81,12 @@ async def test_a_token_that_claims_another_kind_is_refused(
     as_user = tracker.tokens.issue(Principal(id=alice.id, kind="user"))
 
     with pytest.raises(AuthError):
-        tracker.authenticate(as_user.token)
+        await tracker.authenticate(as_user.token)
 
 
 async def test_a_forged_token_is_refused(tracker: Tracker) -> None:
     with pytest.raises(AuthError):
-        tracker.authenticate("not.a.token")
+        await tracker.authenticate("not.a.token")
 
 
 # Tasks

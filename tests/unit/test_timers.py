@@ -438,7 +438,7 @@ async def _take(
         if guest.kind == "guest":
             credentials = Credentials(username=f"user{guest.id}", password="a good password")
             session = await world.tracker.register(credentials, guest)
-            owners[step[1]] = world.tracker.authenticate(session.token)
+            owners[step[1]] = await world.tracker.authenticate(session.token)
     elif tasks:
         index, task_id = tasks[step[1] % len(tasks)]
         who = owners[index]

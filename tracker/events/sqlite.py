@@ -17,7 +17,7 @@ import fcntl
 import functools
 import logging
 import sqlite3
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -29,25 +29,34 @@ import msgspec
 
 from tracker.background import background
 from tracker.clock import Clock, format_timestamp, system_clock
-from tracker.errors import CorruptLog, StorageError, VersionConflict
-from tracker.events import codec
-from tracker.events.records import (
-    GENESIS_HASH,
-    Recorded,
-    ReplayRow,
-    canonical_bytes,
-    chain_hash,
-    record_row,
+from tracker.errors import CorruptLog, StorageError
+from tracker.events.batching import (
+    CommitQueue,
+    Pending,
+    Row,
+    decide,
+    fail_all,
+    flatten,
+    unknown_streams,
 )
+from tracker.events.reading import (
+    MAX_POSITION,
+    READ_PAGE,
+    decode_replay_page,
+    follows,
+    record,
+    replay_pages,
+)
+from tracker.events.records import GENESIS_HASH, Recorded, ReplayRow, record_row
 from tracker.events.store import Append, CommitListener, Snapshot
 from tracker.events.types import BaseEvent
 from tracker.events.verify import BadEvent, ChainChecker, ChainReport
+from tracker.throttle import MemoryAttempts
 
 logger = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x54524B52  # "TRKR": marks a file as a Tracker log
 SCHEMA_VERSION = 1
-READ_PAGE = 5000
 WRITER_CACHE_KIB = 64 * 1024
 """The writer's page cache: the (stream, version) index of a busy log stays in memory."""
 READER_CACHE_KIB = 8 * 1024
@@ -92,8 +101,6 @@ SELECT json_group_array(json_array(position, stream, version, type, schema,
 FROM (SELECT {_REPLAY_COLUMNS} FROM events
       WHERE position > ? AND position <= ? ORDER BY position LIMIT ?)
 """
-_replay_page = msgspec.json.Decoder(list[tuple[int, str, int, str, int, str, str]])
-_MAX_POSITION = 2**63 - 1
 _INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _ROWS_PER_STATEMENT = 256
 """Rows of one multi-row INSERT (9 parameters each, far below SQLite's limit)."""
@@ -104,32 +111,6 @@ def _insert_rows(count: int) -> str:
     return f"INSERT INTO events ({_COLUMNS}) VALUES " + ",".join(
         ["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count
     )
-
-
-def _flatten(rows: Sequence[tuple[Any, ...]]) -> list[Any]:
-    return [value for row in rows for value in row]
-
-
-class _Pending:
-    """One `append_all` call waiting for the writer."""
-
-    __slots__ = ("actor", "appends", "error", "result")
-
-    def __init__(self, appends: Sequence[Append], actor: str) -> None:
-        self.appends = appends
-        self.actor = actor
-        self.result: list[Recorded] = []
-        self.error: Exception | None = None
-
-
-class _Batch:
-    """The appends that will be committed together, and the event that says they were."""
-
-    __slots__ = ("done", "items")
-
-    def __init__(self) -> None:
-        self.items: list[_Pending] = []
-        self.done = anyio.Event()
 
 
 class SQLiteStore:
@@ -147,12 +128,8 @@ class SQLiteStore:
         self._head = 0
         self._last_hash = GENESIS_HASH
         self._versions: dict[str, int] = {}
-        self._listeners: list[CommitListener] = []
-        self._open_batch = _Batch()
-        self._wake_writer = anyio.Event()
-        self._closing = False
-        self._broken: str | None = None
-        """Why appends are refused for good (the writer or a projection failed)."""
+        self._queue = CommitQueue()
+        self._attempts = MemoryAttempts()
         self._path: Path | None = None
         self._checkpointer = reader
         self._checkpoint_due = anyio.Event()
@@ -208,12 +185,29 @@ class SQLiteStore:
         return self._head
 
     @property
+    def attempts(self) -> MemoryAttempts:
+        """Login attempts, counted in this process: the only one serving the log."""
+        return self._attempts
+
+    @property
     def last_hash(self) -> str:
         """The hash of the last committed event: the tip of the chain."""
         return self._last_hash
 
     def add_listener(self, listener: CommitListener) -> None:
-        self._listeners.append(listener)
+        self._queue.listeners.append(listener)
+
+    async def follow(self) -> None:
+        """Nothing to follow: only the process holding the file's lock writes it."""
+        await anyio.sleep_forever()
+
+    async def catch_up(self) -> int:
+        """Nothing to catch up with: every commit to the file was this process's own."""
+        return 0
+
+    async def lead(self, work: Callable[[], Awaitable[None]]) -> None:
+        """The process holding the file's lock is the only one: it leads."""
+        await work()
 
     async def append(
         self, stream: str, expected_version: int | None, events: Sequence[BaseEvent], actor: str
@@ -221,18 +215,7 @@ class SQLiteStore:
         return await self.append_all([Append(stream, expected_version, events)], actor)
 
     async def append_all(self, appends: Sequence[Append], actor: str) -> list[Recorded]:
-        if self._closing:
-            raise StorageError("the event store is closed")
-        if self._broken is not None:
-            raise StorageError(f"the event store stopped taking writes: {self._broken}")
-        pending = _Pending(appends, actor)
-        batch = self._open_batch
-        batch.items.append(pending)
-        self._wake_writer.set()
-        await batch.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        return pending.result
+        return await self._queue.submit(appends, actor)
 
     async def read_all(
         self,
@@ -245,7 +228,7 @@ class SQLiteStore:
     ) -> AsyncIterator[Recorded]:
         async for rows in self._row_pages(_COLUMNS, after, until, streams, types, limit):
             for row in rows:
-                yield _record(row)
+                yield record(row)
 
     async def check_chain(self, until: int) -> ChainReport:
         """Check positions, the hash chain and stream versions up to `until`, in a worker
@@ -260,28 +243,7 @@ class SQLiteStore:
     async def replay(
         self, callback: Callable[[ReplayRow], object], after: int = 0, until: int | None = None
     ) -> int:
-        """Call `callback` with every event after `after` (up to `until`); return how many.
-
-        The next page is read from the database while the callback works through
-        this one, and rows are handed over as they come, without an envelope.
-        """
-        send, receive = anyio.create_memory_object_stream[Sequence[ReplayRow]](1)
-
-        async def read_ahead() -> None:
-            async with send:
-                try:
-                    async for page in self._replay_pages(after, until):
-                        await send.send(page)
-                except anyio.BrokenResourceError:  # the callback failed: stop reading
-                    return
-
-        count = 0
-        async with receive, background(read_ahead, receive.close):
-            async for page in receive:
-                for row in page:
-                    callback(row)
-                count += len(page)
-        return count
+        return await replay_pages(self._replay_pages(after, until), callback)
 
     async def _replay_pages(
         self, after: int, until: int | None
@@ -295,15 +257,15 @@ class SQLiteStore:
         is read row by row, as any other read: a damaged file is then a
         `StorageError`, and bad data or a gap is named when the event is applied.
         """
-        last, end = after, _MAX_POSITION if until is None else until
+        last, end = after, MAX_POSITION if until is None else until
         while last < end:
             page: Sequence[ReplayRow]
             try:
                 rows = await self._reader.execute_fetchall(_REPLAY_PAGE, (last, end, READ_PAGE))
-                page = _replay_page.decode(next(iter(rows))[0])
+                page = decode_replay_page(next(iter(rows))[0])
             except (sqlite3.Error, msgspec.DecodeError):
                 page = []
-            if not _follows(page, last):
+            if not follows(page, last):
                 lean = self._row_pages(_REPLAY_COLUMNS, last, end, None, limit=READ_PAGE)
                 page = [row async for rows in lean for row in rows]
             if page:
@@ -349,11 +311,11 @@ class SQLiteStore:
         rows = await self._read(
             f"SELECT {_COLUMNS} FROM events WHERE stream = ? ORDER BY version", (stream,)
         )
-        return [_record(row) for row in rows]
+        return [record(row) for row in rows]
 
     async def event_at(self, position: int) -> Recorded | None:
         rows = await self._read(f"SELECT {_COLUMNS} FROM events WHERE position = ?", (position,))
-        return _record(rows[0]) if rows else None
+        return record(rows[0]) if rows else None
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         try:
@@ -406,13 +368,12 @@ class SQLiteStore:
     # The writer
 
     def _close(self) -> None:
-        self._closing = True
-        self._wake_writer.set()
+        self._queue.close()
         self._checkpoint_due.set()
 
     async def _run(self) -> None:
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(self._run_writer)
+            tasks.start_soon(self._queue.run, self._commit)
             tasks.start_soon(self._run_checkpointer)
 
     async def _run_checkpointer(self) -> None:
@@ -421,7 +382,7 @@ class SQLiteStore:
         A checkpoint inside a commit would stall every appender of that batch;
         here it runs on its own connection (and thread) while commits go on.
         """
-        while not self._closing:
+        while not self._queue.closing:
             with anyio.move_on_after(CHECKPOINT_INTERVAL):
                 await self._checkpoint_due.wait()
             self._checkpoint_due = anyio.Event()
@@ -433,24 +394,7 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 logger.warning("WAL checkpoint failed (will retry): %s", exc)
 
-    async def _run_writer(self) -> None:
-        """Commit whatever has queued up since the last commit, as one batch; repeat.
-
-        Stops once the store is closing and nothing is left to commit.
-        """
-        while True:
-            if not self._open_batch.items:
-                if self._closing:
-                    return
-                await self._wake_writer.wait()
-                self._wake_writer = anyio.Event()
-                continue
-            batch, self._open_batch = self._open_batch, _Batch()
-            with anyio.CancelScope(shield=True):
-                await self._commit(batch.items)
-            batch.done.set()
-
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, batch: list[Pending]) -> None:
         """Write the batch's acceptable appends in one transaction; fill in every result."""
         try:
             await self._load_versions(batch)
@@ -468,15 +412,10 @@ class SQLiteStore:
                     if rows:
                         await self._write_rows(rows)
         except sqlite3.Error as exc:
-            error = StorageError(f"the event log cannot be written: {exc}")
-            for pending in batch:
-                pending.error = pending.error or error
+            fail_all(batch, StorageError(f"the event log cannot be written: {exc}"))
             return
         except Exception as exc:  # a bug: refuse every write from now on, loudly
-            logger.exception("the writer failed")
-            self._broken = f"the writer failed ({exc!r})"
-            for pending in batch:
-                pending.error = StorageError(self._broken)
+            self._queue.fail(batch, exc)
             return
         if records:
             self._uncheckpointed += len(records)
@@ -485,75 +424,15 @@ class SQLiteStore:
             last = records[-1]
             self._head = last.position
             self._last_hash = last.hash
-            for record in records:
-                self._versions[record.stream] = record.version
-            for listener in self._listeners:
-                try:
-                    listener(records)
-                except Exception as exc:
-                    # What listens (the read model) no longer matches the log: the
-                    # committed batch stands, but no write is taken until a restart
-                    # rebuilds it from the log.
-                    logger.exception("a commit listener failed: refusing writes from now on")
-                    self._broken = f"a projection failed at position {records[0].position}"
-                    self._broken += f" ({exc!r}); restart the server"
+            for recorded in records:
+                self._versions[recorded.stream] = recorded.version
+            self._queue.publish(records)
 
-    def _decide(self, batch: list[_Pending]) -> tuple[list[tuple[Any, ...]], list[Recorded]]:
-        """Check every append against the stream heads; record those that are accepted.
-
-        Sets each pending append's `result` or `error`; returns the rows to write
-        and their records, in position order.
-        """
-        versions: dict[str, int] = {}
-        position = self._head
-        previous = self._last_hash
+    def _decide(self, batch: list[Pending]) -> tuple[list[Row], list[Recorded]]:
         recorded_at = format_timestamp(self._clock())
-        rows: list[tuple[Any, ...]] = []
-        records: list[Recorded] = []
-        for pending in batch:
-            pending.error = self._first_conflict(pending.appends, versions)
-            pending.result = []
-            if pending.error is not None:
-                continue
-            actor = pending.actor
-            for append in pending.appends:
-                stream = append.stream
-                version = versions.get(stream, self._versions.get(stream, 0))
-                for event in append.events:
-                    position += 1
-                    version += 1
-                    data = codec.encode(event)
-                    type_ = type(event).__name__
-                    schema = event.schema
-                    previous = chain_hash(
-                        previous,
-                        canonical_bytes(
-                            position, stream, version, type_, schema, data, actor, recorded_at
-                        ),
-                    )
-                    row = (position, stream, version, type_, schema, data, actor, recorded_at)
-                    rows.append((*row, previous))
-                    record = Recorded(*row[:5], msgspec.Raw(data), actor, recorded_at, previous)
-                    pending.result.append(record)
-                versions[stream] = version
-            records.extend(pending.result)
-        return rows, records
+        return decide(batch, self._head, self._last_hash, self._versions, recorded_at)
 
-    def _first_conflict(
-        self, appends: Sequence[Append], batch_versions: dict[str, int]
-    ) -> VersionConflict | None:
-        """The first append whose stream is not at its expected version, counting the
-        batch's earlier appends and this call's own earlier appends to the same stream."""
-        versions: dict[str, int] = {}
-        for append in appends:
-            stream = append.stream
-            actual = versions.get(stream, batch_versions.get(stream, self._versions.get(stream, 0)))
-            if append.expected_version is not None and actual != append.expected_version:
-                return VersionConflict(stream, append.expected_version, actual)
-            versions[stream] = actual + len(append.events)
-        return None
-
-    async def _write_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    async def _write_rows(self, rows: Sequence[Row]) -> None:
         """Insert `rows` atomically and durably.
 
         Up to `_ROWS_PER_STATEMENT` rows go in one multi-row INSERT: one statement
@@ -561,7 +440,7 @@ class SQLiteStore:
         the database thread and a single fsync.
         """
         if len(rows) <= _ROWS_PER_STATEMENT:
-            await self._writer.execute(_insert_rows(len(rows)), _flatten(rows))
+            await self._writer.execute(_insert_rows(len(rows)), flatten(rows))
             return
         await self._writer.execute("BEGIN IMMEDIATE")
         try:
@@ -572,21 +451,9 @@ class SQLiteStore:
                 await _rollback(self._writer)
             raise
 
-    async def _load_versions(self, batch: list[_Pending], *, every_stream: bool = False) -> None:
-        """Learn the head version of the streams the batch touches that are not cached yet.
-
-        A stream expected to be new (expected version 0) is not looked up: it is
-        taken to be at version 0, and if that guess is wrong, the unique key on
-        (stream, version) refuses the insert and the batch is decided again with
-        `every_stream` looked up.
-        """
-        unknown = {
-            append.stream
-            for pending in batch
-            for append in pending.appends
-            if append.stream not in self._versions
-            and (every_stream or append.expected_version != 0)
-        }
+    async def _load_versions(self, batch: list[Pending], *, every_stream: bool = False) -> None:
+        """Learn the head version of the streams the batch touches that are not cached yet."""
+        unknown = unknown_streams(batch, self._versions, every_stream=every_stream)
         if not unknown:
             return
         async with self._writer.execute(
@@ -611,18 +478,6 @@ class SQLiteStore:
                 return list(await cursor.fetchall())
         except sqlite3.Error as exc:
             raise StorageError(f"the event log cannot be read: {exc}") from exc
-
-
-def _follows(page: Sequence[ReplayRow], last: int) -> bool:
-    """Whether the page's positions run on from `last` without a gap (an empty page does
-    not: it is read again row by row, to be sure the log ends there)."""
-    return bool(page) and [row[0] for row in page] == list(range(last + 1, last + 1 + len(page)))
-
-
-def _record(row: Any) -> Recorded:
-    return Recorded(
-        row[0], row[1], row[2], row[3], row[4], msgspec.Raw(row[5]), row[6], row[7], row[8]
-    )
 
 
 def check_chain_file(path: str, until: int) -> ChainReport:

@@ -6,7 +6,7 @@ of the same protocol, not a rewrite.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 import msgspec
@@ -50,6 +50,22 @@ class EventStore(Protocol):
 
     def add_listener(self, listener: CommitListener) -> None:
         """Call `listener` with every batch committed from now on."""
+        ...
+
+    async def follow(self) -> None:
+        """Call the listeners with what other processes commit to the log, for ever
+        (until cancelled); a store written by one process only has nothing to do."""
+        ...
+
+    async def catch_up(self) -> int:
+        """Call the listeners with whatever other processes committed that they have not
+        seen yet, now; return how many events that was (0 for a store written by one
+        process only)."""
+        ...
+
+    async def lead(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run `work` while this process leads the processes that share the log (it
+        alone, say, finishes timers), for ever (until cancelled)."""
         ...
 
     async def append(

@@ -96,7 +96,7 @@ async def start_guest(request: Request) -> Response:
 async def register(request: Request) -> Response:
     tracker = tracker_of(request)
     check_same_origin(request, required=False)
-    guest = authenticate_if_any(request, tracker)
+    guest = await authenticate_if_any(request, tracker)
     command = await read_json(request, NewCredentials)
     session = await tracker.register(command, guest)
     return session_response(request, session, 201)
@@ -118,12 +118,12 @@ async def logout(request: Request) -> Response:
 
 
 async def me(request: Request) -> Response:
-    return json_response(authenticate(request, tracker_of(request)))
+    return json_response(await authenticate(request, tracker_of(request)))
 
 
 async def list_tasks(request: Request) -> Response:
     tracker = tracker_of(request)
-    principal = authenticate(request, tracker)
+    principal = await authenticate(request, tracker)
     as_of = request.query_params.get("as_of")
     if as_of is None:
         return json_response(TaskList(tracker.tasks(principal), tracker.model.position))
@@ -133,7 +133,7 @@ async def list_tasks(request: Request) -> Response:
 
 async def create_task(request: Request) -> Response:
     tracker = tracker_of(request)
-    principal = authenticate(request, tracker)
+    principal = await authenticate(request, tracker)
     command = await read_json(request, CreateTask)
     task = await tracker.create_task(principal, command)
     return task_response(task, 201, location=f"/api/tasks/{task.id}")
@@ -141,13 +141,13 @@ async def create_task(request: Request) -> Response:
 
 async def get_task(request: Request) -> Response:
     tracker = tracker_of(request)
-    principal = authenticate(request, tracker)
-    return task_response(tracker.task(principal, _task_id(request)))
+    principal = await authenticate(request, tracker)
+    return task_response(await tracker.find_task(principal, _task_id(request)))
 
 
 async def update_task(request: Request) -> Response:
     tracker = tracker_of(request)
-    principal = authenticate(request, tracker)
+    principal = await authenticate(request, tracker)
     task_id = _task_id(request)
     command = await read_json(request, UpdateTask)
     task = await tracker.update_task(principal, task_id, command, _if_match(request, task_id))
@@ -156,7 +156,7 @@ async def update_task(request: Request) -> Response:
 
 async def delete_task(request: Request) -> Response:
     tracker = tracker_of(request)
-    principal = authenticate(request, tracker)
+    principal = await authenticate(request, tracker)
     task_id = _task_id(request)
     await tracker.delete_task(principal, task_id, _if_match(request, task_id))
     return Response(status_code=204)
@@ -164,14 +164,14 @@ async def delete_task(request: Request) -> Response:
 
 async def task_history(request: Request) -> Response:
     tracker = tracker_of(request)
-    principal = authenticate(request, tracker)
+    principal = await authenticate(request, tracker)
     return json_response(EventList(await tracker.history(principal, _task_id(request))))
 
 
 async def list_events(request: Request) -> Response:
     """The caller's events (every event, for an admin): a page, or all of them as NDJSON."""
     tracker = tracker_of(request)
-    principal = authenticate(request, tracker)
+    principal = await authenticate(request, tracker)
     query = _event_query(request)
     if accepts(request, NDJSON):
         return ndjson_response(tracker.events(principal, query), {"Cache-Control": "no-store"})
@@ -196,7 +196,7 @@ def _event_query(request: Request) -> EventQuery:
 
 async def start_timer(request: Request) -> Response:
     tracker = tracker_of(request)
-    principal = authenticate(request, tracker)
+    principal = await authenticate(request, tracker)
     task_id = _task_id(request)
     command = await read_json(request, StartTimer)
     return task_response(await tracker.start_timer(principal, task_id, command))
@@ -210,7 +210,7 @@ def timer_endpoint(action: TimerAction) -> Endpoint:
 
     async def endpoint(request: Request) -> Response:
         tracker = tracker_of(request)
-        principal = authenticate(request, tracker)
+        principal = await authenticate(request, tracker)
         return task_response(await action(tracker, principal, _task_id(request)))
 
     return endpoint

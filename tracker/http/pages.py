@@ -83,7 +83,7 @@ async def board(request: Request) -> Response:
     tracker = tracker_of(request)
     session: Session | None = None
     try:
-        principal: Principal = authenticate(request, tracker)
+        principal: Principal = await authenticate(request, tracker)
     except AuthError:
         if request.method == "HEAD":  # a probe, not a visitor: start no guest for it
             return Response(headers={"Cache-Control": "no-store"}, media_type="text/html")
@@ -116,17 +116,17 @@ def _script_json(value: msgspec.Struct) -> markupsafe.Markup:
 
 
 async def login_page(request: Request) -> Response:
-    return _account_page(request, "login", "Log in")
+    return await _account_page(request, "login", "Log in")
 
 
 async def register_page(request: Request) -> Response:
-    return _account_page(request, "register", "Register")
+    return await _account_page(request, "register", "Register")
 
 
-def _account_page(request: Request, mode: str, heading: str) -> Response:
+async def _account_page(request: Request, mode: str, heading: str) -> Response:
     """The log-in or register form; it tells a guest what becomes of their tasks."""
     tracker = tracker_of(request)
-    principal = authenticate_if_any(request, tracker)
+    principal = await authenticate_if_any(request, tracker)
     guest_tasks = len(tracker.tasks(principal)) if principal and principal.kind == "guest" else 0
     return templates.TemplateResponse(
         request,
@@ -143,7 +143,7 @@ def _account_page(request: Request, mode: str, heading: str) -> Response:
 
 async def api_docs(request: Request) -> Response:
     """The API, for people: every endpoint and schema of the OpenAPI document."""
-    principal = authenticate_if_any(request, tracker_of(request))
+    principal = await authenticate_if_any(request, tracker_of(request))
     return templates.TemplateResponse(
         request,
         "docs.html",

@@ -15,18 +15,18 @@ COOKIE_NAME = "tracker_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def authenticate(connection: HTTPConnection, tracker: Tracker) -> Principal:
+async def authenticate(connection: HTTPConnection, tracker: Tracker) -> Principal:
     """The principal behind the request's credentials; AuthError without valid ones."""
-    return tracker.authenticate(credentials(connection))
+    return await tracker.authenticate(credentials(connection))
 
 
-def authenticate_if_any(connection: HTTPConnection, tracker: Tracker) -> Principal | None:
+async def authenticate_if_any(connection: HTTPConnection, tracker: Tracker) -> Principal | None:
     """The principal behind the request's credentials, or None without valid ones.
 
     A cookie sent by another site's page is still refused (Forbidden).
     """
     try:
-        return authenticate(connection, tracker)
+        return await authenticate(connection, tracker)
     except AuthError:
         return None
 

@@ -27,7 +27,7 @@ async def live(websocket: WebSocket) -> None:
     try:
         # A page of another site could open a socket with the visitor's cookie.
         check_same_origin(websocket, required=False)
-        principal = authenticate(websocket, tracker)
+        principal = await authenticate(websocket, tracker)
     except (AuthError, Forbidden):
         await websocket.close(UNAUTHORIZED)
         return

@@ -179,7 +179,9 @@ class ReadModel:
     @classmethod
     async def build(cls, store: EventStore, until: int | None = None) -> ReadModel:
         """The model from the snapshot (when valid and not past `until`) and the log."""
-        model = cls() if until is not None else await cls.from_snapshot(store)
+        model = await cls.from_snapshot(store)
+        if until is not None and model.position > until:
+            model = cls()
         with cycle_collector_paused():
             await model.catch_up(store, until)
         return model

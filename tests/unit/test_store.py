@@ -1,4 +1,7 @@
-"""The SQLite event store, on a real file: positions, versions, group commit, reading, reopening."""
+"""Every event store, on a real database: positions, versions, group commit, reading,
+snapshots, import, the chain check. The tests that take `store` run once on an SQLite
+file and once on a PostgreSQL database (one test case for every store); those that
+open a file themselves are about the SQLite store alone."""
 
 from __future__ import annotations
 
@@ -10,17 +13,51 @@ from pathlib import Path
 
 import anyio
 import anyio.lowlevel
+import asyncpg
 import pytest
 
+from tests.pgcluster import PostgresCluster
 from tests.unit.support import FakeClock, collect
 from tracker.clock import format_timestamp
 from tracker.errors import CorruptLog, StorageError, VersionConflict
-from tracker.events import sqlite
+from tracker.events import postgres, sqlite
+from tracker.events.postgres import PostgresStore
+from tracker.events.reading import READ_PAGE
 from tracker.events.records import GENESIS_HASH, Recorded, ReplayRow, expected_hash
-from tracker.events.sqlite import READ_PAGE, SCHEMA_VERSION, SQLiteStore
+from tracker.events.sqlite import SCHEMA_VERSION, SQLiteStore
 from tracker.events.store import Append, Snapshot
 from tracker.events.types import BaseEvent, GuestStarted, TaskDeleted, TaskUpdated
 from tracker.events.verify import ChainChecker
+
+Store = SQLiteStore | PostgresStore
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(
+    request: pytest.FixtureRequest, db_path: Path, clock: FakeClock
+) -> AsyncIterator[Store]:
+    """A new, empty log: an SQLite file, or a database of the run's PostgreSQL cluster."""
+    if request.param == "sqlite":
+        async with SQLiteStore.open(db_path, clock) as local:
+            yield local
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    async with PostgresStore.open(cluster.create_database(), clock) as remote:
+        yield remote
+
+
+async def tamper(store: Store, db_path: Path, statements: dict[str, str]) -> None:
+    """Change the log behind the store's back, with the statement for its database."""
+    if isinstance(store, SQLiteStore):
+        with sqlite3.connect(db_path) as other:
+            other.execute(statements["sqlite"])
+        other.close()
+        return
+    remote = await asyncpg.connect(store._url)
+    try:
+        await remote.execute(statements["postgres"])
+    finally:
+        await remote.close()
 
 
 def marks(*names: str) -> list[BaseEvent]:
@@ -41,13 +78,13 @@ def check_chain(events: Sequence[Recorded]) -> None:
 # Appending
 
 
-async def test_a_new_log_is_empty(store: SQLiteStore) -> None:
+async def test_a_new_log_is_empty(store: Store) -> None:
     assert store.head == 0
     assert store.last_hash == GENESIS_HASH
     assert await collect(store.read_all()) == []
 
 
-async def test_appends_get_positions_from_1_and_versions_per_stream(store: SQLiteStore) -> None:
+async def test_appends_get_positions_from_1_and_versions_per_stream(store: Store) -> None:
     await store.append("a", 0, marks("a1", "a2"), "alice")
     await store.append("b", 0, marks("b1"), "bob")
     await store.append("a", 2, marks("a3"), "alice")
@@ -63,9 +100,7 @@ async def test_appends_get_positions_from_1_and_versions_per_stream(store: SQLit
     assert store.head == 4
 
 
-async def test_an_append_returns_the_records_as_stored(
-    store: SQLiteStore, clock: FakeClock
-) -> None:
+async def test_an_append_returns_the_records_as_stored(store: Store, clock: FakeClock) -> None:
     returned = await store.append("a", 0, [GuestStarted(principal_id="g1")], "alice")
 
     assert returned == await collect(store.read_all())
@@ -79,7 +114,7 @@ async def test_an_append_returns_the_records_as_stored(
     assert event.recorded_at == format_timestamp(clock())
 
 
-async def test_every_event_is_chained_to_the_one_before(store: SQLiteStore) -> None:
+async def test_every_event_is_chained_to_the_one_before(store: Store) -> None:
     await store.append("a", 0, marks("1", "2"), "x")
     await store.append("b", None, marks("3"), "x")
 
@@ -92,7 +127,7 @@ async def test_every_event_is_chained_to_the_one_before(store: SQLiteStore) -> N
     assert store.last_hash == previous
 
 
-async def test_an_append_with_no_events_writes_nothing(store: SQLiteStore) -> None:
+async def test_an_append_with_no_events_writes_nothing(store: Store) -> None:
     assert await store.append("a", 0, [], "x") == []
     assert store.head == 0
 
@@ -103,7 +138,7 @@ async def test_an_append_with_no_events_writes_nothing(store: SQLiteStore) -> No
     ids=["new-but-exists", "behind", "ahead"],
 )
 async def test_a_stale_expected_version_is_a_conflict_and_writes_nothing(
-    store: SQLiteStore, expected: int, actual: int
+    store: Store, expected: int, actual: int
 ) -> None:
     await store.append("a", 0, marks("1", "2"), "x")
 
@@ -120,20 +155,20 @@ async def test_a_stale_expected_version_is_a_conflict_and_writes_nothing(
 
 
 async def test_expecting_a_version_of_a_stream_that_does_not_exist_is_a_conflict(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     with pytest.raises(VersionConflict):
         await store.append("nowhere", 1, marks("x"), "x")
 
 
-async def test_no_expected_version_skips_the_check(store: SQLiteStore) -> None:
+async def test_no_expected_version_skips_the_check(store: Store) -> None:
     await store.append("a", None, marks("1"), "x")
     await store.append("a", None, marks("2"), "x")
 
     assert [e.version for e in await store.read_stream("a")] == [1, 2]
 
 
-async def test_append_all_writes_every_stream_in_one_go(store: SQLiteStore) -> None:
+async def test_append_all_writes_every_stream_in_one_go(store: Store) -> None:
     await store.append("a", 0, marks("a1"), "x")
 
     written = await store.append_all(
@@ -147,7 +182,7 @@ async def test_append_all_writes_every_stream_in_one_go(store: SQLiteStore) -> N
     ]
 
 
-async def test_one_conflict_in_append_all_writes_nothing_at_all(store: SQLiteStore) -> None:
+async def test_one_conflict_in_append_all_writes_nothing_at_all(store: Store) -> None:
     await store.append("a", 0, marks("a1"), "x")
 
     with pytest.raises(VersionConflict) as conflict:
@@ -159,7 +194,7 @@ async def test_one_conflict_in_append_all_writes_nothing_at_all(store: SQLiteSto
 
 
 async def test_two_appends_to_one_stream_in_append_all_are_checked_in_sequence(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     with pytest.raises(VersionConflict):
         await store.append_all([Append("a", 0, marks("1")), Append("a", 0, marks("2"))], "x")
@@ -174,17 +209,23 @@ async def test_a_closed_store_refuses_appends(db_path: Path) -> None:
 
 
 async def test_a_log_that_cannot_be_written_raises_storage_error_and_stays_usable(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     await store.append("a", 0, marks("1"), "x")
-    writer = store._writer  # no unprivileged way to make the file read-only when root
-    await writer.execute("PRAGMA query_only = 1")
+    # No unprivileged way to make the database read-only when root: the writer's
+    # connection refuses writes instead (until it is given back, or replaced).
+    if isinstance(store, SQLiteStore):
+        await store._writer.execute("PRAGMA query_only = 1")
+    else:
+        assert store._writer is not None
+        await store._writer.execute("SET default_transaction_read_only = on")
 
     with pytest.raises(StorageError):
         await store.append("a", 1, marks("2"), "x")
 
     assert store.head == 1
-    await writer.execute("PRAGMA query_only = 0")
+    if isinstance(store, SQLiteStore):
+        await store._writer.execute("PRAGMA query_only = 0")
     written = await store.append("a", 1, marks("2"), "x")
     assert [(e.position, e.version) for e in written] == [(2, 2)]
 
@@ -192,11 +233,11 @@ async def test_a_log_that_cannot_be_written_raises_storage_error_and_stays_usabl
 async def test_closing_right_after_an_append_was_queued_does_not_hang(db_path: Path) -> None:
     hung = False
 
-    async def unstick(store: SQLiteStore) -> None:
+    async def unstick(store: Store) -> None:
         nonlocal hung
         await anyio.sleep(0.5)
         hung = True
-        store._wake_writer.set()  # let the test end, and its threads with it
+        store._queue._wake.set()  # let the test end, and its threads with it
 
     async with anyio.create_task_group() as tasks:
         async with SQLiteStore.open(db_path) as store:
@@ -234,7 +275,7 @@ async def test_a_store_left_by_cancellation_still_closes_its_connections(db_path
 
 
 async def test_concurrent_appenders_are_group_committed_without_gaps_or_double_writes(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     """200 appenders on 5 streams: each guesses a version, and retries with the one it is told."""
     batches: list[list[Recorded]] = []
@@ -283,7 +324,7 @@ async def test_concurrent_appenders_are_group_committed_without_gaps_or_double_w
     check_chain(log)
 
 
-async def test_commit_listeners_get_each_batch_in_position_order(store: SQLiteStore) -> None:
+async def test_commit_listeners_get_each_batch_in_position_order(store: Store) -> None:
     seen: list[list[int]] = []
     store.add_listener(lambda records: seen.append([e.position for e in records]))
 
@@ -294,7 +335,7 @@ async def test_commit_listeners_get_each_batch_in_position_order(store: SQLiteSt
 
 
 async def test_a_failing_listener_keeps_that_commit_and_refuses_later_writes(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     def broken(records: Sequence[Recorded]) -> None:
         raise RuntimeError("listener bug")
@@ -319,7 +360,7 @@ async def test_a_second_writer_on_the_same_file_is_refused(db_path: Path) -> Non
 # Reading
 
 
-async def test_read_all_pages_through_a_log_longer_than_a_page(store: SQLiteStore) -> None:
+async def test_read_all_pages_through_a_log_longer_than_a_page(store: Store) -> None:
     total = 2 * READ_PAGE + 7
     for start in range(0, total, 1000):
         names = [str(number) for number in range(start, min(start + 1000, total))]
@@ -335,7 +376,7 @@ async def test_read_all_pages_through_a_log_longer_than_a_page(store: SQLiteStor
 
 @pytest.mark.parametrize("total", [0, 1, 2, 3, 4, 6, 7])
 async def test_paging_neither_loses_nor_repeats_an_event_at_page_edges(
-    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, total: int
+    store: Store, monkeypatch: pytest.MonkeyPatch, total: int
 ) -> None:
     monkeypatch.setattr(sqlite, "READ_PAGE", 3)
     await store.append("a", 0, marks(*(str(number) for number in range(total))), "x")
@@ -355,26 +396,30 @@ async def test_paging_neither_loses_nor_repeats_an_event_at_page_edges(
 @pytest.mark.parametrize(
     ("damage", "positions", "stored"),
     [
-        ("UPDATE events SET data = X'FF7B7D' WHERE position = 4", [1, 2, 3, 4, 5, 6], b"\xff{}"),
-        ("UPDATE events SET data = CAST('not json' AS BLOB) WHERE position = 4",
+        ({"sqlite": "UPDATE events SET data = X'FF7B7D' WHERE position = 4",
+          "postgres": "UPDATE events SET data = '\\xff7b7d'::bytea WHERE position = 4"},
+         [1, 2, 3, 4, 5, 6], b"\xff{}"),
+        ({"sqlite": "UPDATE events SET data = CAST('not json' AS BLOB) WHERE position = 4",
+          "postgres": "UPDATE events SET data = 'not json'::bytea WHERE position = 4"},
          [1, 2, 3, 4, 5, 6], b"not json"),
-        ("DELETE FROM events WHERE position = 4", [1, 2, 3, 5, 6], None),
+        ({"sqlite": "DELETE FROM events WHERE position = 4",
+          "postgres": "DELETE FROM events WHERE position = 4"},
+         [1, 2, 3, 5, 6], None),
     ],
     ids=["data that is not UTF-8", "data that is not JSON", "a gap"],
 )  # fmt: skip
 async def test_replay_hands_over_damaged_events_as_stored(
-    store: SQLiteStore,
+    store: Store,
     db_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    damage: str,
+    damage: dict[str, str],
     positions: list[int],
     stored: bytes | None,
 ) -> None:
     monkeypatch.setattr(sqlite, "READ_PAGE", 2)
+    monkeypatch.setattr(postgres, "READ_PAGE", 2)
     await store.append("a", 0, marks(*(str(number) for number in range(6))), "x")
-    with sqlite3.connect(db_path) as other:
-        other.execute(damage)
-    other.close()
+    await tamper(store, db_path, damage)
     seen: list[ReplayRow] = []
 
     assert await store.replay(seen.append) == len(positions)
@@ -404,7 +449,7 @@ async def test_replay_of_a_damaged_file_is_a_storage_error(db_path: Path) -> Non
 
 
 async def test_replay_calls_back_every_event_in_order_and_counts_them(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     await store.append("a", 0, marks("1", "2", "3", "4"), "x")
     seen: list[int] = []
@@ -414,7 +459,7 @@ async def test_replay_calls_back_every_event_in_order_and_counts_them(
 
 
 async def test_a_failing_callback_stops_replay(
-    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sqlite, "READ_PAGE", 2)
     await store.append("a", 0, marks(*(str(number) for number in range(10))), "x")
@@ -432,7 +477,7 @@ async def test_a_failing_callback_stops_replay(
 
 
 @pytest.fixture
-async def three_streams(store: SQLiteStore) -> SQLiteStore:
+async def three_streams(store: Store) -> Store:
     await store.append("a", 0, marks("1"), "x")
     await store.append("b", 0, marks("2"), "x")
     await store.append("a", 1, marks("3"), "x")
@@ -459,7 +504,7 @@ async def three_streams(store: SQLiteStore) -> SQLiteStore:
     ],
 )
 async def test_read_all_selects_by_position_and_stream(
-    three_streams: SQLiteStore,
+    three_streams: Store,
     after: int,
     until: int | None,
     streams: list[str] | None,
@@ -482,7 +527,7 @@ async def test_read_all_selects_by_position_and_stream(
     ],
 )
 async def test_read_all_selects_by_type_and_stops_at_the_limit(
-    three_streams: SQLiteStore,
+    three_streams: Store,
     types: list[str] | None,
     limit: int | None,
     streams: list[str] | None,
@@ -493,7 +538,7 @@ async def test_read_all_selects_by_type_and_stops_at_the_limit(
     assert [e.position for e in events] == positions
 
 
-async def test_a_limit_larger_than_a_read_page_reads_on(store: SQLiteStore) -> None:
+async def test_a_limit_larger_than_a_read_page_reads_on(store: Store) -> None:
     await store.append_all([Append(f"s{n}", 0, marks(str(n))) for n in range(READ_PAGE + 10)], "x")
 
     events = await collect(store.read_all(after=3, limit=READ_PAGE + 2))
@@ -501,7 +546,7 @@ async def test_a_limit_larger_than_a_read_page_reads_on(store: SQLiteStore) -> N
     assert [e.position for e in events] == list(range(4, READ_PAGE + 6))
 
 
-async def test_read_stream_gives_one_stream_in_version_order(three_streams: SQLiteStore) -> None:
+async def test_read_stream_gives_one_stream_in_version_order(three_streams: Store) -> None:
     assert [(e.position, e.version) for e in await three_streams.read_stream("b")] == [
         (2, 1),
         (5, 2),
@@ -509,7 +554,7 @@ async def test_read_stream_gives_one_stream_in_version_order(three_streams: SQLi
     assert await three_streams.read_stream("nowhere") == []
 
 
-async def test_event_at_finds_one_position(three_streams: SQLiteStore) -> None:
+async def test_event_at_finds_one_position(three_streams: Store) -> None:
     event = await three_streams.event_at(3)
 
     assert event is not None
@@ -661,7 +706,7 @@ async def test_a_second_store_on_the_same_file_is_noticed_and_the_append_decided
 # Snapshots
 
 
-async def test_a_saved_snapshot_is_loaded_back(store: SQLiteStore) -> None:
+async def test_a_saved_snapshot_is_loaded_back(store: Store) -> None:
     snapshot = Snapshot("model", 3, "ab" * 32, 1, b"\x00state")
 
     await store.save_snapshot(snapshot)
@@ -670,7 +715,7 @@ async def test_a_saved_snapshot_is_loaded_back(store: SQLiteStore) -> None:
     assert await store.load_snapshot("other") is None
 
 
-async def test_saving_a_snapshot_replaces_the_one_of_the_same_name(store: SQLiteStore) -> None:
+async def test_saving_a_snapshot_replaces_the_one_of_the_same_name(store: Store) -> None:
     await store.save_snapshot(Snapshot("model", 3, "a" * 64, 1, b"old"))
     await store.save_snapshot(Snapshot("other", 1, "b" * 64, 1, b"other"))
     newer = Snapshot("model", 9, "c" * 64, 2, b"new")
@@ -681,7 +726,7 @@ async def test_saving_a_snapshot_replaces_the_one_of_the_same_name(store: SQLite
     assert await store.load_snapshot("other") == Snapshot("other", 1, "b" * 64, 1, b"other")
 
 
-async def test_snapshots_can_be_forgotten(store: SQLiteStore) -> None:
+async def test_snapshots_can_be_forgotten(store: Store) -> None:
     await store.save_snapshot(Snapshot("model", 3, "a" * 64, 1, b"old"))
 
     await store.delete_snapshots()
@@ -707,7 +752,7 @@ async def chunks_of(events: list[Recorded], size: int = 2) -> AsyncIterator[list
 
 
 async def test_import_restores_a_log_into_an_empty_store(
-    store: SQLiteStore, source_log: list[Recorded]
+    store: Store, source_log: list[Recorded]
 ) -> None:
     assert await store.import_log(chunks_of(source_log)) == 5
 
@@ -719,7 +764,7 @@ async def test_import_restores_a_log_into_an_empty_store(
 
 
 async def test_import_into_a_log_that_is_not_empty_is_refused(
-    store: SQLiteStore, source_log: list[Recorded]
+    store: Store, source_log: list[Recorded]
 ) -> None:
     await store.append("z", 0, marks("mine"), "x")
 
@@ -730,7 +775,7 @@ async def test_import_into_a_log_that_is_not_empty_is_refused(
 
 
 async def test_an_import_that_fails_part_way_writes_nothing(
-    store: SQLiteStore, source_log: list[Recorded]
+    store: Store, source_log: list[Recorded]
 ) -> None:
     async def failing() -> AsyncIterator[list[Recorded]]:
         yield source_log[:2]
@@ -745,7 +790,7 @@ async def test_an_import_that_fails_part_way_writes_nothing(
     assert await store.import_log(chunks_of(source_log)) == 5
 
 
-async def test_the_chain_check_reaches_the_tip_it_is_given(three_streams: SQLiteStore) -> None:
+async def test_the_chain_check_reaches_the_tip_it_is_given(three_streams: Store) -> None:
     report = await three_streams.check_chain(three_streams.head)
     assert (report.position, report.hash) == (5, three_streams.last_hash)
     assert report.bad_position is None
