@@ -72,7 +72,9 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Starlette:
                 async with anyio.create_task_group() as tasks:
                     tasks.start_soon(store.follow)
                     tasks.start_soon(keeper.run)
-                    tasks.start_soon(store.lead, supervisor.lead)
+                    # Leading at once, if this instance can: then overdue timers are
+                    # finishing before the first request is served.
+                    await tasks.start(store.lead, supervisor.lead)
                     tasks.start_soon(hub.run_ticker)
                     try:
                         yield {

@@ -122,12 +122,12 @@ class Tracker:
 
     async def login(self, credentials: Credentials, address: str) -> Session:
         """A session for the account, if the password is right and nobody is guessing."""
-        attempt = await self.throttle.attempt(credentials.username, address)
+        await self.throttle.attempt(credentials.username, address)
         account = self.model.identities.account(credentials.username)
         hashed = account.password_hash if account is not None else None
         if account is None or not await self.passwords.check(credentials.password, hashed):
             raise InvalidCredentials("unknown username or wrong password")
-        await self.throttle.succeeded(credentials.username, address, attempt)
+        await self.throttle.succeeded(credentials.username, address)
         return self.tokens.issue(
             Principal(id=account.principal_id, kind="user", username=account.username)
         )
@@ -204,6 +204,8 @@ class Tracker:
 
     async def tasks_as_of(self, principal: Principal, position: int) -> list[Task]:
         """The principal's tasks as they stood right after event `position`."""
+        if position > self.model.position:
+            await self.store.catch_up()  # a position another instance answered with
         if not 0 <= position <= self.model.position:
             raise BadRequest(f"as_of must be a position from 0 to {self.model.position}")
         owners = self.model.identities.merged_into(principal.id)

@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 
 from tracker.clock import Clock, system_clock
 from tracker.config import Settings
-from tracker.events.postgres import PostgresStore, describe
+from tracker.events.postgres import PostgresStore
+from tracker.events.postgres_db import describe
 from tracker.events.sqlite import SQLiteStore
 
 Store = SQLiteStore | PostgresStore

@@ -22,12 +22,13 @@ class Attempts(Protocol):
     """Login attempts per key, kept for a window."""
 
     async def take(self, key: str, limit: int, window: float, now: float) -> float | None:
-        """Count an attempt for `key` at `now`, unless `limit` attempts were counted in the
-        `window` before it; then count nothing and return how long until one ages out."""
+        """Count an attempt for `key` at `now` (or at the time of a clock every process
+        shares), unless `limit` attempts were counted in the `window` before it; then
+        count nothing and return how long until one ages out."""
         ...
 
-    async def give_back(self, key: str, at: float) -> None:
-        """Uncount the attempt `key` took at `at`."""
+    async def give_back(self, key: str) -> None:
+        """Uncount the latest attempt of `key`."""
         ...
 
     async def forget(self, key: str) -> None:
@@ -50,12 +51,12 @@ class MemoryAttempts:
         attempts.append(now)
         return None
 
-    async def give_back(self, key: str, at: float) -> None:
+    async def give_back(self, key: str) -> None:
         attempts = self._attempts.get(key)
-        if attempts is not None and at in attempts:
-            attempts.remove(at)
-            if not attempts:
-                del self._attempts[key]
+        if attempts:
+            attempts.pop()
+        if not attempts:
+            self._attempts.pop(key, None)
 
     async def forget(self, key: str) -> None:
         self._attempts.pop(key, None)
@@ -79,24 +80,23 @@ class LoginThrottle:
         self._per_address = per_address
         self._window = window
 
-    async def attempt(self, username: str, address: str) -> float:
+    async def attempt(self, username: str, address: str) -> None:
         """Count a login attempt; `RateLimited` if the username or the address has used up
-        its attempts. Returns the attempt's time, for `succeeded`."""
+        its attempts."""
         now = self._clock()
         user, place = _username_key(username), _address_key(address)
         wait = await self._attempts.take(user, self._per_username, self._window, now)
         if wait is None:
             wait = await self._attempts.take(place, self._per_address, self._window, now)
             if wait is not None:
-                await self._attempts.give_back(user, now)
+                await self._attempts.give_back(user)
         if wait is not None:
             raise RateLimited(max(1, math.ceil(wait)))
-        return now
 
-    async def succeeded(self, username: str, address: str, at: float) -> None:
-        """The attempt at `at` logged in: forgive the username, give the address its attempt."""
+    async def succeeded(self, username: str, address: str) -> None:
+        """The attempt logged in: forgive the username, give the address its attempt back."""
         await self._attempts.forget(_username_key(username))
-        await self._attempts.give_back(_address_key(address), at)
+        await self._attempts.give_back(_address_key(address))
 
 
 def _username_key(username: str) -> str:

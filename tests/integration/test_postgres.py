@@ -4,6 +4,7 @@ across instances (reads, live updates, positions, timers, sessions, throttling).
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -213,6 +214,37 @@ def test_when_the_leader_is_killed_the_other_finishes_every_run_once_on_time(
             assert recorded - killed < 2.5, (task_id, recorded - killed)  # taken over in time
 
 
+def test_when_the_leader_freezes_the_other_takes_over_and_finishes_on_time(
+    pair: tuple[Server, Server],
+) -> None:
+    """A stopped (not dead) leader keeps its connection open: the database ends its
+    silent session after 2 s, and with it the lead."""
+    a, b = pair
+    guest = a.guest()
+    on_b = as_guest_on(b, guest)
+    task = on_b.post("/api/tasks", json={"title": "while A sleeps"}).json()
+    assert a.process is not None
+    a.process.send_signal(signal.SIGSTOP)
+    try:
+        started = on_b.post(
+            f"/api/tasks/{task['id']}/timer/start", json={"duration_seconds": 1}
+        ).json()
+        due = seconds_of(started["timer"]["ends_at"])
+        deadline = time.monotonic() + 8
+        while on_b.get(f"/api/tasks/{task['id']}").json()["timer"]["state"] != "finished":
+            assert time.monotonic() < deadline, "nobody finished the timer"
+            time.sleep(0.1)
+        history = on_b.get(f"/api/tasks/{task['id']}/history").json()["events"]
+        [finish] = [event for event in history if event["type"] == "TimerFinished"]
+        assert finish["data"]["finished_at"] == pytest.approx(due, abs=0.001)
+        assert seconds_of(finish["recorded_at"]) - due < 4.0
+    finally:
+        a.process.send_signal(signal.SIGCONT)
+    time.sleep(1.5)  # A wakes to find it no longer leads; it must not finish the run again
+    history = on_b.get(f"/api/tasks/{task['id']}/history").json()["events"]
+    assert [event["type"] for event in history].count("TimerFinished") == 1
+
+
 def test_a_session_logged_out_on_one_instance_is_refused_by_the_other(
     pair: tuple[Server, Server],
 ) -> None:
@@ -325,14 +357,34 @@ async def _tables(url: str) -> list[Any]:
         await connection.close()
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://tracker:hunter2-secret@127.0.0.1:{port}/tracker",
+        "postgresql://tracker:hunter2/secret@127.0.0.1:{port}/tracker",
+        "postgresql://tracker:hunter2#secret@127.0.0.1:{port}/tracker",
+    ],
+    ids=["refused", "a slash in the password", "a hash in the password"],
+)
 def test_an_unreachable_database_is_one_clear_line_without_the_password(
+    tmp_path: Path, url: str
+) -> None:
+    result = run_cli("verify", db=Store(tmp_path / "unused.db", url.format(port=free_port())))
+    assert result.returncode == 1
+    assert b"PostgreSQL" in result.stderr
+    assert b"hunter2" not in result.stderr
+    assert b"secret" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_an_unreachable_database_is_one_clear_line_naming_where(
     tmp_path: Path,
 ) -> None:
-    url = f"postgresql://tracker:hunter2-secret@127.0.0.1:{free_port()}/tracker"
+    port = free_port()
+    url = f"postgresql://tracker:hunter2-secret@127.0.0.1:{port}/tracker"
     result = run_cli("verify", db=Store(tmp_path / "unused.db", url))
     assert result.returncode == 1
-    assert b"cannot connect to PostgreSQL at 127.0.0.1:" in result.stderr
-    assert b"hunter2" not in result.stderr
+    assert f"cannot connect to PostgreSQL at 127.0.0.1:{port}/tracker".encode() in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 

@@ -812,3 +812,35 @@ async def test_the_chain_check_names_the_first_edited_event(db_path: Path) -> No
 
     assert (report.position, report.bad_position) == (1, 2)
     assert "hash does not match" in report.reason
+
+
+# Login attempts in PostgreSQL
+
+
+async def test_postgresql_login_attempts_are_counted_by_the_database_for_every_key(
+    postgres_cluster: PostgresCluster, clock: FakeClock
+) -> None:
+    async with PostgresStore.open(postgres_cluster.create_database(), clock) as store:
+        attempts = store.attempts
+        for _ in range(3):
+            assert await attempts.take("username:ann", 3, 60.0, 0.0) is None
+        wait = await attempts.take("username:ann", 3, 60.0, 0.0)
+        assert wait is not None
+        assert 59.0 < wait <= 60.0  # from the database's clock, not the caller's `now`
+        assert await attempts.take("username:bob", 3, 60.0, 0.0) is None
+        await attempts.give_back("username:ann")
+        assert await attempts.take("username:ann", 3, 60.0, 0.0) is None
+        await attempts.forget("username:ann")
+        assert await attempts.take("username:ann", 1, 60.0, 0.0) is None
+
+
+async def test_postgresql_login_attempts_without_the_database_are_a_storage_error(
+    postgres_cluster: PostgresCluster, clock: FakeClock
+) -> None:
+    async with PostgresStore.open(postgres_cluster.create_database(), clock) as store:
+        attempts = store.attempts
+    # The store is closed, and its connections with it.
+    with pytest.raises(StorageError, match="cannot count the login attempt"):
+        await attempts.take("username:ann", 3, 60.0, 0.0)
+    with pytest.raises(StorageError):
+        await attempts.forget("username:ann")

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
 
 import anyio
 import msgspec
 
+from tracker.clock import Clock, format_timestamp
 from tracker.errors import StorageError, VersionConflict
 from tracker.events import codec
-from tracker.events.records import Recorded, canonical_bytes, chain_hash
+from tracker.events.records import GENESIS_HASH, Recorded, canonical_bytes, chain_hash
 from tracker.events.store import Append, CommitListener
+from tracker.events.types import BaseEvent
 
 logger = logging.getLogger(__name__)
 Row = tuple[int, str, int, str, int, bytes, str, str, str]
@@ -120,6 +121,56 @@ class CommitQueue:
             batch.done.set()
 
 
+class GroupCommitLog:
+    """What every store's writing side shares: the queue of appends, the log's head and
+    the tip of its chain, and the stream versions the writer decides against.
+
+    A store subclasses it and runs `self._queue.run(...)` with its own commit, which
+    moves the head on with `_advance`.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._head = 0
+        self._last_hash = GENESIS_HASH
+        self._versions: dict[str, int] = {}
+        self._queue = CommitQueue()
+
+    @property
+    def head(self) -> int:
+        """The position of the last event this process knows of (0 for an empty log)."""
+        return self._head
+
+    @property
+    def last_hash(self) -> str:
+        """The hash of that event: the tip of the chain."""
+        return self._last_hash
+
+    def add_listener(self, listener: CommitListener) -> None:
+        self._queue.listeners.append(listener)
+
+    async def append(
+        self, stream: str, expected_version: int | None, events: Sequence[BaseEvent], actor: str
+    ) -> list[Recorded]:
+        return await self.append_all([Append(stream, expected_version, events)], actor)
+
+    async def append_all(self, appends: Sequence[Append], actor: str) -> list[Recorded]:
+        return await self._queue.submit(appends, actor)
+
+    def _decide(self, batch: Sequence[Pending]) -> tuple[list[Row], list[Recorded]]:
+        recorded_at = format_timestamp(self._clock())
+        return decide(batch, self._head, self._last_hash, self._versions, recorded_at)
+
+    def _advance(self, records: Sequence[Recorded]) -> None:
+        """Move the head on past `records` (committed, in order) and publish them."""
+        if not records:
+            return
+        for recorded in records:
+            self._versions[recorded.stream] = recorded.version
+        self._head, self._last_hash = records[-1].position, records[-1].hash
+        self._queue.publish(records)
+
+
 def decide(
     batch: Sequence[Pending],
     head: int,
@@ -217,8 +268,3 @@ def fail_all(batch: Sequence[Pending], error: Exception) -> None:
     """Give every append of the batch that has no error yet `error`."""
     for pending in batch:
         pending.error = pending.error or error
-
-
-def flatten(rows: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """The values of `rows`, one after another (for a multi-row INSERT)."""
-    return [value for row in rows for value in row]

@@ -12,10 +12,8 @@ notification is lost). The writer also publishes, under the same lock, any event
 other instances committed before its batch, so listeners (the read model) always
 see the log in position order, and a client reads its own writes at once.
 
-One instance at a time leads (a session advisory lock): it runs the work that
-must happen once, such as finishing timers.
-
-The driver is asyncpg, an optional extra: `pip install 'tracker[postgres]'`.
+One instance at a time leads (`postgres_lease`): it runs the work that must happen
+once, such as finishing timers.
 """
 
 from __future__ import annotations
@@ -24,16 +22,27 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import anyio
 import msgspec
+from anyio.abc import TaskStatus
 
 from tracker.background import background
-from tracker.clock import Clock, format_timestamp, system_clock
+from tracker.clock import Clock, system_clock
 from tracker.errors import CorruptLog, StorageError
-from tracker.events.batching import CommitQueue, Pending, Row, decide, fail_all, unknown_streams
+from tracker.events.batching import GroupCommitLog, Pending, Row, fail_all, unknown_streams
 from tracker.events.postgres_attempts import PostgresAttempts
+from tracker.events.postgres_db import (
+    close_quietly,
+    connect,
+    create_pool,
+    database_errors,
+    describe,
+    driver,
+    prepare,
+    reason,
+)
+from tracker.events.postgres_lease import LeaderLease
 from tracker.events.reading import (
     MAX_POSITION,
     READ_PAGE,
@@ -43,8 +52,7 @@ from tracker.events.reading import (
     replay_pages,
 )
 from tracker.events.records import GENESIS_HASH, Recorded, ReplayRow, record_row
-from tracker.events.store import Append, CommitListener, Snapshot
-from tracker.events.types import BaseEvent
+from tracker.events.store import Snapshot
 from tracker.events.verify import BadEvent, ChainChecker, ChainReport
 
 if TYPE_CHECKING:
@@ -52,60 +60,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-APPLICATION = "tracker"
-SCHEMA_VERSION = 1
 CHANNEL = "tracker_log"
 """The channel every commit notifies, with the new head position as payload."""
-SCHEMA_LOCK = 0x54524B52_0001
-"""The advisory lock that serialises creating the schema (two instances starting at once)."""
-LEADER_LOCK = 0x54524B52_0002
-"""The session advisory lock its leader holds."""
 POLL_SECONDS = 0.5
 """How often a follower looks for new events without being notified."""
-LEASE_SECONDS = 0.5
-"""How often an instance tries for the lead, and how often the leader checks it holds it."""
 RETRY_SECONDS = 1.0
+"""The first wait before listening again after the notification connection failed..."""
+MAX_RETRY_SECONDS = 30.0
+"""...doubling up to this."""
 POOL_SIZE = 4
-CONNECT_TIMEOUT = 5.0
-
-_SCHEMA = f"""
-CREATE TABLE tracker_meta (
-    key    text PRIMARY KEY,
-    value  text NOT NULL
-);
-INSERT INTO tracker_meta VALUES ('application', '{APPLICATION}'),
-                                ('schema_version', '{SCHEMA_VERSION}');
-CREATE TABLE events (
-    position     bigint  PRIMARY KEY,
-    stream       text    NOT NULL,
-    version      bigint  NOT NULL,
-    type         text    NOT NULL,
-    schema       integer NOT NULL,
-    data         bytea   NOT NULL,
-    actor        text    NOT NULL,
-    recorded_at  text    NOT NULL,
-    hash         text    NOT NULL,
-    UNIQUE (stream, version)
-);
-CREATE TABLE log_head (
-    only_row  boolean PRIMARY KEY DEFAULT true CHECK (only_row),
-    position  bigint  NOT NULL,
-    hash      text    NOT NULL
-);
-INSERT INTO log_head (position, hash) VALUES (0, '{GENESIS_HASH}');
-CREATE TABLE snapshots (
-    name      text    PRIMARY KEY,
-    position  bigint  NOT NULL,
-    hash      text    NOT NULL,
-    format    integer NOT NULL,
-    data      bytea   NOT NULL
-);
-CREATE TABLE login_failures (
-    key  text             NOT NULL,
-    at   double precision NOT NULL
-);
-CREATE INDEX login_failures_by_key ON login_failures (key, at);
-"""
+"""Connections for reads (histories, the event feed, replays), snapshots and logins."""
+CLOSE_SECONDS = 5.0
+"""How long closing waits for the pool's connections to be given back."""
 
 _COLUMNS = "position, stream, version, type, schema, data, actor, recorded_at, hash"
 _LOCK_HEAD = "SELECT position, hash FROM log_head FOR UPDATE"
@@ -131,52 +97,32 @@ FROM (SELECT position, stream, version, type, schema, data, recorded_at FROM eve
 """
 
 
-def _driver() -> Any:
-    try:
-        import asyncpg
-    except ImportError:
-        raise StorageError(
-            "TRACKER_DATABASE_URL names PostgreSQL, whose driver is not installed:"
-            " pip install 'tracker[postgres]'"
-        ) from None
-    return asyncpg
-
-
-def describe(url: str) -> str:
-    """Where `url` points (host, port, database), without the user or password."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    port = f":{parts.port}" if parts.port else ""
-    return f"PostgreSQL at {host}{port}{parts.path or '/'}"
-
-
-def _database_errors() -> tuple[type[BaseException], ...]:
-    asyncpg = _driver()
-    return (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
-
-
-class PostgresStore:
+class PostgresStore(GroupCommitLog):
     """The `EventStore` on a PostgreSQL database. Open it with `PostgresStore.open(url)`."""
 
     def __init__(self, url: str, pool: asyncpg.Pool, clock: Clock) -> None:
+        super().__init__(clock)
         self._url = url
         self._where = describe(url)
         self._pool = pool
-        self._clock = clock
-        self._errors = _database_errors()
+        self._errors = database_errors()
         self._errors_or_bad_page: tuple[type[BaseException], ...] = (
             *self._errors,
             msgspec.DecodeError,
         )
-        self._unique_violation: type[Exception] = _driver().UniqueViolationError
+        self._unique_violation: type[Exception] = driver().UniqueViolationError
         self._writer: asyncpg.Connection | None = None
-        self._head = 0
-        self._last_hash = GENESIS_HASH
-        self._versions: dict[str, int] = {}
-        self._queue = CommitQueue()
         self._publishing = anyio.Lock()
-        """Held by whoever moves `_head` on and publishes: the writer or the follower."""
+        """Held by whoever moves the head on and publishes: the writer or a catch-up."""
         self._notified = anyio.Event()
+        self._catch_ups_asked = 0
+        self._caught_up_for = 0
+        """Every catch-up asked for up to this number has been answered by a read (or a
+        commit) that began after it was asked."""
+        self._unreadable = False
+        """Whether the last catch-up failed (a database outage is logged once)."""
+        self._attempts = PostgresAttempts(pool)
+        self._lease = LeaderLease(url, can_lead=lambda: self._queue.broken is None)
 
     @classmethod
     @asynccontextmanager
@@ -185,91 +131,99 @@ class PostgresStore:
     ) -> AsyncIterator[PostgresStore]:
         """Connect to the database at `url` (creating the schema in an empty one, if
         `create`), run the writer, and close everything on exit."""
-        asyncpg = _driver()
-        errors = _database_errors()
+        errors = database_errors()
         where = describe(url)
         try:
-            pool = await asyncpg.create_pool(
-                url, min_size=1, max_size=POOL_SIZE, timeout=CONNECT_TIMEOUT
-            )
+            pool = await create_pool(url, POOL_SIZE)
+        except ValueError:  # the driver could not read the URL: its message may quote it
+            raise StorageError(
+                "TRACKER_DATABASE_URL is not a URL PostgreSQL's driver reads"
+                " (in a password, write / # ? @ and : percent-encoded)"
+            ) from None
         except errors as exc:
-            raise StorageError(f"cannot connect to {where}: {_reason(exc)}") from exc
+            raise StorageError(f"cannot connect to {where}: {reason(exc)}") from exc
         try:
+            store = cls(url, pool, clock)
             try:
                 async with pool.acquire() as connection:
-                    await _prepare(connection, where, create=create)
+                    await prepare(connection, where, create=create)
+                await store._load_head()
             except errors as exc:
-                raise StorageError(f"cannot open the log in {where}: {_reason(exc)}") from exc
-            store = cls(url, pool, clock)
-            await store._load_head()
+                raise StorageError(f"cannot open the log in {where}: {reason(exc)}") from exc
             try:
                 # On leaving, the writer finishes what it was given, then stops.
                 async with background(store._run_writer, store._queue.close):
                     yield store
             finally:
                 with anyio.CancelScope(shield=True):
-                    await store._close_writer()
+                    await store._drop_writer()
         finally:
             with anyio.CancelScope(shield=True):
-                await pool.close()
-
-    @property
-    def head(self) -> int:
-        return self._head
-
-    @property
-    def last_hash(self) -> str:
-        """The hash of the last event this instance knows of: the tip of its chain."""
-        return self._last_hash
+                with anyio.move_on_after(CLOSE_SECONDS) as closing:
+                    await pool.close()
+                if closing.cancelled_caught:
+                    pool.terminate()
 
     @property
     def attempts(self) -> PostgresAttempts:
         """Login attempts, counted in the database for every instance."""
-        return PostgresAttempts(self._pool)
+        return self._attempts
 
     @property
     def where(self) -> str:
         """The database, for messages (no credentials)."""
         return self._where
 
-    def add_listener(self, listener: CommitListener) -> None:
-        self._queue.listeners.append(listener)
-
-    async def append(
-        self, stream: str, expected_version: int | None, events: Sequence[BaseEvent], actor: str
-    ) -> list[Recorded]:
-        return await self.append_all([Append(stream, expected_version, events)], actor)
-
-    async def append_all(self, appends: Sequence[Append], actor: str) -> list[Recorded]:
-        return await self._queue.submit(appends, actor)
+    async def lead(
+        self,
+        work: Callable[[], Awaitable[None]],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run `work` whenever this instance leads (see `postgres_lease`); an instance
+        whose writes fail for good lets another lead."""
+        await self._lease.run(work, task_status=task_status)
 
     # Following the log
 
     async def follow(self) -> None:
         """Publish what other instances commit, as they commit it, for ever (until
-        cancelled): woken by their notifications, or by a poll if one is missed."""
+        cancelled): woken by their notifications, and polling all the while, so that a
+        lost notification (or connection) costs at most `POLL_SECONDS`."""
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._listen)
+            while True:
+                with anyio.move_on_after(POLL_SECONDS):
+                    await self._notified.wait()
+                self._notified = anyio.Event()
+                await self.catch_up()
+
+    async def _listen(self) -> None:
+        """Keep a connection listening for commits; after a failure, wait (longer each
+        time, up to `MAX_RETRY_SECONDS`) and listen again."""
+        delay = RETRY_SECONDS
         while True:
             try:
-                listener = await self._connect()
+                await self._listen_until_closed(resumed=delay > RETRY_SECONDS)
+                delay = RETRY_SECONDS
             except self._errors as exc:
-                logger.warning("cannot listen for new events (polling): %s", _reason(exc))
-                listener = None
-            try:
-                if listener is not None:
-                    await listener.add_listener(CHANNEL, self._on_notify)
-                while listener is None or not listener.is_closed():
-                    with anyio.move_on_after(POLL_SECONDS):
-                        await self._notified.wait()
-                    self._notified = anyio.Event()
-                    await self.catch_up()
-                    if listener is None:
-                        break
-            except self._errors as exc:
-                logger.warning("lost the notification connection: %s", _reason(exc))
-            finally:
-                if listener is not None:
-                    with anyio.CancelScope(shield=True):
-                        await _close_quietly(listener)
+                if delay == RETRY_SECONDS:
+                    logger.warning("cannot listen for new events (polling): %s", reason(exc))
+                delay = min(delay * 2, MAX_RETRY_SECONDS)
+            await anyio.sleep(delay)
+
+    async def _listen_until_closed(self, *, resumed: bool) -> None:
+        connection = await connect(self._url)
+        try:
+            closed = anyio.Event()
+            connection.add_termination_listener(lambda _: closed.set())
+            await connection.add_listener(CHANNEL, self._on_notify)
+            if resumed:
+                logger.info("listening for new events again")
+            await closed.wait()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await close_quietly(connection)
 
     def _on_notify(self, connection: object, pid: int, channel: str, payload: object) -> None:
         if not str(payload).isdigit() or int(str(payload)) > self._head:
@@ -277,81 +231,50 @@ class PostgresStore:
 
     async def catch_up(self) -> int:
         """Publish every event committed since the last one this instance knows of;
-        return how many (a failure to read is logged, and tried again later)."""
-        count = 0
-        async with self._publishing:
-            while True:
-                try:
-                    rows = await self._pool.fetch(
-                        _EVENTS_AFTER, self._head, MAX_POSITION, READ_PAGE
-                    )
-                except self._errors as exc:
-                    logger.warning("cannot read new events (will retry): %s", _reason(exc))
-                    return count
-                records = [record(row) for row in rows]
-                if not records or records[0].position != self._head + 1:
-                    return count
-                self._published(records)
-                count += len(records)
-                if len(records) < READ_PAGE:
-                    return count
+        return how many (a failure to read is logged, and tried again by the follower).
 
-    def _published(self, records: Sequence[Recorded]) -> None:
-        """Move the head on past `records` (committed, in order) and publish them."""
-        if not records:
-            return
-        for recorded in records:
-            self._versions[recorded.stream] = recorded.version
-        self._head, self._last_hash = records[-1].position, records[-1].hash
-        self._queue.publish(records)
-
-    # Leading
-
-    async def lead(self, work: Callable[[], Awaitable[None]]) -> None:
-        """Run `work` whenever this instance leads, for ever (until cancelled).
-
-        It waits for the leader lock; once it holds it, it runs `work` and checks
-        the lock's connection every `LEASE_SECONDS`. If that connection fails, the
-        database has let go of the lock (another instance may lead now), so `work`
-        is cancelled and the wait starts again.
+        Callers that ask while another catch-up is under way wait for it, then share
+        the next one: a burst of requests that missed something costs one read.
         """
-        while True:
-            try:
-                connection = await self._connect()
-            except self._errors as exc:
-                logger.warning("cannot reach the database to lead: %s", _reason(exc))
-                await anyio.sleep(RETRY_SECONDS)
-                continue
-            try:
-                await self._wait_for_lead(connection)
-                logger.info("this instance leads (it finishes timers)")
-                async with anyio.create_task_group() as tasks:
-                    tasks.start_soon(self._hold_lease, connection, tasks.cancel_scope)
-                    await work()
-                    tasks.cancel_scope.cancel()
-            except self._errors as exc:
-                logger.warning("lost the lead: %s", _reason(exc))
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await _close_quietly(connection)
-            await anyio.sleep(RETRY_SECONDS)
+        self._catch_ups_asked += 1
+        asked = self._catch_ups_asked
+        async with self._publishing:
+            if self._caught_up_for >= asked:
+                return 0
+            began = self._catch_ups_asked
+            count = await self._read_new()
+            if count is not None:
+                self._caught_up_for = began
+            return count or 0
 
-    async def _wait_for_lead(self, connection: asyncpg.Connection) -> None:
-        """Try for the leader lock every `LEASE_SECONDS` until this connection holds it."""
+    async def _read_new(self) -> int | None:
+        """Publish what was committed after the head, a page at a time; how many events
+        that was, or None if the database could not be read."""
+        count = 0
         while True:
-            if await connection.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
-                return
-            await anyio.sleep(LEASE_SECONDS)
-
-    async def _hold_lease(self, connection: asyncpg.Connection, lead: anyio.CancelScope) -> None:
-        while True:
-            await anyio.sleep(LEASE_SECONDS)
             try:
-                await connection.fetchval("SELECT 1")
+                rows = await self._pool.fetch(_EVENTS_AFTER, self._head, MAX_POSITION, READ_PAGE)
             except self._errors as exc:
-                logger.warning("the leader's connection failed: %s", _reason(exc))
-                lead.cancel()
-                return
+                if not self._unreadable:
+                    logger.warning("cannot read new events (will retry): %s", reason(exc))
+                    self._unreadable = True
+                return None
+            if self._unreadable:
+                logger.info("reading new events again")
+                self._unreadable = False
+            records = [record(row) for row in rows]
+            if records and records[0].position != self._head + 1:
+                logger.error(
+                    "the log in %s has a gap after position %d (found %d)",
+                    self._where,
+                    self._head,
+                    records[0].position,
+                )
+                return count
+            self._advance(records)
+            count += len(records)
+            if len(records) < READ_PAGE:
+                return count
 
     # Reading
 
@@ -451,7 +374,7 @@ class PostgresStore:
                 snapshot.data,
             )
         except self._errors as exc:
-            raise StorageError(f"cannot save the snapshot: {_reason(exc)}") from exc
+            raise StorageError(f"cannot save the snapshot: {reason(exc)}") from exc
 
     async def load_snapshot(self, name: str) -> Snapshot | None:
         rows = await self._fetch(
@@ -464,7 +387,7 @@ class PostgresStore:
         try:
             await self._pool.execute("DELETE FROM snapshots")
         except self._errors as exc:
-            raise StorageError(f"cannot delete snapshots: {_reason(exc)}") from exc
+            raise StorageError(f"cannot delete snapshots: {reason(exc)}") from exc
 
     async def import_log(self, chunks: AsyncIterable[Sequence[Recorded]]) -> int:
         """Restore already-verified events into this empty log, all in one transaction.
@@ -479,6 +402,8 @@ class PostgresStore:
             try:
                 writer = await self._writer_connection()
                 async with writer.transaction():
+                    # Reading and checking the backup may pause longer than a writer may.
+                    await writer.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
                     head, _ = await _lock_head(writer, self._where)
                     if head != 0:
                         raise CorruptLog(
@@ -499,17 +424,19 @@ class PostgresStore:
                         count += len(chunk)
                         last = chunk[-1] if chunk else last
                     if last is not None:
-                        position = str(last.position)
                         await writer.execute(
                             "UPDATE log_head SET position = $1, hash = $2",
                             last.position,
                             last.hash,
                         )
-                        await writer.execute(f"SELECT pg_notify('{CHANNEL}', $1)", position)
+                        await writer.execute(
+                            f"SELECT pg_notify('{CHANNEL}', $1)", str(last.position)
+                        )
             except self._errors as exc:
                 if reading:
                     raise
-                raise StorageError(f"cannot import into {self._where}: {_reason(exc)}") from exc
+                await self._drop_writer()
+                raise StorageError(f"cannot import into {self._where}: {reason(exc)}") from exc
             if last is not None:
                 self._head, self._last_hash = last.position, last.hash
                 self._versions.clear()
@@ -521,49 +448,42 @@ class PostgresStore:
         await self._queue.run(self._commit)
 
     async def _commit(self, batch: list[Pending]) -> None:
-        """Take the head, publish what others committed before, then write the batch's
-        acceptable appends in the same transaction; fill in every result."""
+        """Write the batch's acceptable appends in one transaction that holds the head
+        row; fill in every result."""
         async with self._publishing:
-            records: list[Recorded] = []
+            began = self._catch_ups_asked
             try:
-                writer = await self._writer_connection()
-                async with writer.transaction():
-                    head, last_hash = await _lock_head(writer, self._where)
-                    if head > self._head:
-                        await self._publish_missed(writer, head)
-                    if (head, last_hash) != (self._head, self._last_hash):
-                        raise CorruptLog(
-                            f"the log's head in {self._where} does not match its events"
-                        )
-                    records = await self._write(writer, batch)
+                try:
+                    records = await self._write(batch, every_stream=False)
+                except self._unique_violation:
+                    # A stream taken to be new was not: look it up, and decide again.
+                    records = await self._write(batch, every_stream=True)
             except self._errors as exc:
                 await self._drop_writer()
-                fail_all(batch, StorageError(f"the event log cannot be written: {_reason(exc)}"))
+                fail_all(batch, StorageError(f"the event log cannot be written: {reason(exc)}"))
                 return
             except Exception as exc:  # a bug, or a damaged log: refuse every write, loudly
                 self._queue.fail(batch, exc)
                 return
-            self._published(records)
+            # The transaction published whatever was committed before it: a catch-up.
+            self._caught_up_for = max(self._caught_up_for, began)
+            self._advance(records)
 
-    async def _write(self, writer: asyncpg.Connection, batch: list[Pending]) -> list[Recorded]:
-        await self._load_versions(writer, batch)
-        rows, records = self._decide(batch)
-        if not rows:
-            return records
-        try:
-            async with writer.transaction():  # a savepoint: a wrong guess is undone alone
-                await self._insert(writer, rows)
-        except self._unique_violation:
-            # A stream taken to be new was not: learn its real head and decide again.
-            await self._load_versions(writer, batch, every_stream=True)
+    async def _write(self, batch: list[Pending], *, every_stream: bool) -> list[Recorded]:
+        """One transaction: take the head row, publish what other instances committed
+        before it, decide on the batch, and insert what was accepted."""
+        writer = await self._writer_connection()
+        async with writer.transaction():
+            head, last_hash = await _lock_head(writer, self._where)
+            if head > self._head:
+                await self._publish_missed(writer, head)
+            if (head, last_hash) != (self._head, self._last_hash):
+                raise CorruptLog(f"the log's head in {self._where} does not match its events")
+            await self._load_versions(writer, batch, every_stream=every_stream)
             rows, records = self._decide(batch)
             if rows:
                 await self._insert(writer, rows)
         return records
-
-    def _decide(self, batch: list[Pending]) -> tuple[list[Row], list[Recorded]]:
-        recorded_at = format_timestamp(self._clock())
-        return decide(batch, self._head, self._last_hash, self._versions, recorded_at)
 
     async def _insert(self, writer: asyncpg.Connection, rows: Sequence[Row]) -> None:
         columns = [list(column) for column in zip(*rows, strict=True)]
@@ -577,14 +497,12 @@ class PostgresStore:
             records = [record(row) for row in rows]
             if not records or records[0].position != self._head + 1:
                 raise CorruptLog(f"the log in {self._where} has a gap after position {self._head}")
-            self._published(records)
+            self._advance(records)
 
     async def _load_versions(
-        self, writer: asyncpg.Connection, batch: list[Pending], *, every_stream: bool = False
+        self, writer: asyncpg.Connection, batch: list[Pending], *, every_stream: bool
     ) -> None:
         unknown = unknown_streams(batch, self._versions, every_stream=every_stream)
-        if every_stream:
-            unknown |= {append.stream for pending in batch for append in pending.appends}
         if not unknown:
             return
         rows = await writer.fetch(
@@ -602,57 +520,21 @@ class PostgresStore:
 
     async def _writer_connection(self) -> asyncpg.Connection:
         if self._writer is None or self._writer.is_closed():
-            self._writer = await self._connect()
+            self._writer = await connect(self._url)
         return self._writer
 
     async def _drop_writer(self) -> None:
-        """Forget the writer's connection after an error: the next batch opens a new one."""
+        """Forget the writer's connection (after an error: the next batch opens a new one)."""
         writer, self._writer = self._writer, None
         if writer is not None:
             with anyio.CancelScope(shield=True):
-                await _close_quietly(writer)
-
-    async def _close_writer(self) -> None:
-        await self._drop_writer()
-
-    async def _connect(self) -> asyncpg.Connection:
-        connection: asyncpg.Connection = await _driver().connect(self._url, timeout=CONNECT_TIMEOUT)
-        return connection
+                await close_quietly(writer)
 
     async def _fetch(self, query: str, *args: Any) -> list[Any]:
         try:
             return list(await self._pool.fetch(query, *args))
         except self._errors as exc:
-            raise StorageError(f"the event log cannot be read: {_reason(exc)}") from exc
-
-
-async def _prepare(connection: asyncpg.Connection, where: str, *, create: bool) -> None:
-    """Check the database holds a Tracker log this version reads; in an empty one (if
-    `create`), create the schema. Two instances starting at once take turns."""
-    async with connection.transaction():
-        await connection.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
-        if await connection.fetchval("SELECT to_regclass('tracker_meta') IS NOT NULL"):
-            rows = await connection.fetch("SELECT key, value FROM tracker_meta")
-            meta: dict[str, str] = {row[0]: row[1] for row in rows}
-            if meta.get("application") != APPLICATION:
-                raise CorruptLog(f"{where} is not a Tracker log (it holds another application's)")
-            version = int(meta.get("schema_version", "0"))
-            if version > SCHEMA_VERSION:
-                raise CorruptLog(
-                    f"{where} was written by a newer Tracker (schema {version}); "
-                    f"this version reads schema {SCHEMA_VERSION} and older"
-                )
-            return
-        tables = await connection.fetchval(
-            "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema()"
-        )
-        if tables:
-            raise CorruptLog(
-                f"{where} is not a Tracker log (it holds another application's tables)"
-            )
-        if not create:
-            raise CorruptLog(f"{where} is empty: it holds no Tracker log")
-        await connection.execute(_SCHEMA)
+            raise StorageError(f"the event log cannot be read: {reason(exc)}") from exc
 
 
 async def _lock_head(writer: asyncpg.Connection, where: str) -> tuple[int, str]:
@@ -662,15 +544,3 @@ async def _lock_head(writer: asyncpg.Connection, where: str) -> tuple[int, str]:
     if row is None:
         raise CorruptLog(f"{where} has lost its log's head row")
     return row[0], row[1]
-
-
-async def _close_quietly(connection: asyncpg.Connection) -> None:
-    try:
-        await connection.close(timeout=2)
-    except Exception:
-        connection.terminate()
-
-
-def _reason(exc: BaseException) -> str:
-    """An error of the driver or the network, in one line, without the connection string."""
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -26,17 +26,16 @@ import aiosqlite
 import anyio
 import anyio.to_process
 import msgspec
+from anyio.abc import TaskStatus
 
 from tracker.background import background
-from tracker.clock import Clock, format_timestamp, system_clock
+from tracker.clock import Clock, system_clock
 from tracker.errors import CorruptLog, StorageError
 from tracker.events.batching import (
-    CommitQueue,
+    GroupCommitLog,
     Pending,
     Row,
-    decide,
     fail_all,
-    flatten,
     unknown_streams,
 )
 from tracker.events.reading import (
@@ -48,8 +47,7 @@ from tracker.events.reading import (
     replay_pages,
 )
 from tracker.events.records import GENESIS_HASH, Recorded, ReplayRow, record_row
-from tracker.events.store import Append, CommitListener, Snapshot
-from tracker.events.types import BaseEvent
+from tracker.events.store import Snapshot
 from tracker.events.verify import BadEvent, ChainChecker, ChainReport
 from tracker.throttle import MemoryAttempts
 
@@ -113,7 +111,11 @@ def _insert_rows(count: int) -> str:
     )
 
 
-class SQLiteStore:
+def _flatten(rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+    return [value for row in rows for value in row]
+
+
+class SQLiteStore(GroupCommitLog):
     """The `EventStore` on one SQLite file. Open it with `SQLiteStore.open(path)`."""
 
     def __init__(
@@ -122,13 +124,9 @@ class SQLiteStore:
         reader: aiosqlite.Connection,
         clock: Clock,
     ) -> None:
+        super().__init__(clock)
         self._writer = writer
         self._reader = reader
-        self._clock = clock
-        self._head = 0
-        self._last_hash = GENESIS_HASH
-        self._versions: dict[str, int] = {}
-        self._queue = CommitQueue()
         self._attempts = MemoryAttempts()
         self._path: Path | None = None
         self._checkpointer = reader
@@ -181,21 +179,9 @@ class SQLiteStore:
                 lock.close()
 
     @property
-    def head(self) -> int:
-        return self._head
-
-    @property
     def attempts(self) -> MemoryAttempts:
         """Login attempts, counted in this process: the only one serving the log."""
         return self._attempts
-
-    @property
-    def last_hash(self) -> str:
-        """The hash of the last committed event: the tip of the chain."""
-        return self._last_hash
-
-    def add_listener(self, listener: CommitListener) -> None:
-        self._queue.listeners.append(listener)
 
     async def follow(self) -> None:
         """Nothing to follow: only the process holding the file's lock writes it."""
@@ -205,17 +191,15 @@ class SQLiteStore:
         """Nothing to catch up with: every commit to the file was this process's own."""
         return 0
 
-    async def lead(self, work: Callable[[], Awaitable[None]]) -> None:
+    async def lead(
+        self,
+        work: Callable[[], Awaitable[None]],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
         """The process holding the file's lock is the only one: it leads."""
+        task_status.started()
         await work()
-
-    async def append(
-        self, stream: str, expected_version: int | None, events: Sequence[BaseEvent], actor: str
-    ) -> list[Recorded]:
-        return await self.append_all([Append(stream, expected_version, events)], actor)
-
-    async def append_all(self, appends: Sequence[Append], actor: str) -> list[Recorded]:
-        return await self._queue.submit(appends, actor)
 
     async def read_all(
         self,
@@ -421,16 +405,7 @@ class SQLiteStore:
             self._uncheckpointed += len(records)
             if self._uncheckpointed >= CHECKPOINT_EVENTS:
                 self._checkpoint_due.set()
-            last = records[-1]
-            self._head = last.position
-            self._last_hash = last.hash
-            for recorded in records:
-                self._versions[recorded.stream] = recorded.version
-            self._queue.publish(records)
-
-    def _decide(self, batch: list[Pending]) -> tuple[list[Row], list[Recorded]]:
-        recorded_at = format_timestamp(self._clock())
-        return decide(batch, self._head, self._last_hash, self._versions, recorded_at)
+            self._advance(records)
 
     async def _write_rows(self, rows: Sequence[Row]) -> None:
         """Insert `rows` atomically and durably.
@@ -440,7 +415,7 @@ class SQLiteStore:
         the database thread and a single fsync.
         """
         if len(rows) <= _ROWS_PER_STATEMENT:
-            await self._writer.execute(_insert_rows(len(rows)), flatten(rows))
+            await self._writer.execute(_insert_rows(len(rows)), _flatten(rows))
             return
         await self._writer.execute("BEGIN IMMEDIATE")
         try:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
+import anyio
 import msgspec
+from anyio.abc import TaskStatus
 
 from tracker.events.records import Recorded, ReplayRow
 from tracker.events.types import BaseEvent
@@ -63,9 +65,15 @@ class EventStore(Protocol):
         process only)."""
         ...
 
-    async def lead(self, work: Callable[[], Awaitable[None]]) -> None:
+    async def lead(
+        self,
+        work: Callable[[], Awaitable[None]],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Run `work` while this process leads the processes that share the log (it
-        alone, say, finishes timers), for ever (until cancelled)."""
+        alone, say, finishes timers), for ever (until cancelled). `task_status` is told
+        once it is known whether this process leads now (and `work` is about to begin)."""
         ...
 
     async def append(
