@@ -21,12 +21,14 @@ from bench import (
     http_write,
     log_tools,
     login_load,
+    pg_replay,
+    pg_write,
     replay,
     store_append,
     timers_scale,
     ws_fanout,
 )
-from bench.common import RESULTS_DIR, Figure, Options
+from bench.common import RESULTS_DIR, Figure, Options, Unavailable
 
 Scenario = Callable[[Options], list[Figure]]
 
@@ -39,6 +41,8 @@ SCENARIOS: dict[str, Scenario] = {
     login_load.NAME: login_load.run,
     ws_fanout.NAME: ws_fanout.run,
     timers_scale.NAME: timers_scale.run,
+    pg_write.NAME: pg_write.run,
+    pg_replay.NAME: pg_replay.run,
 }
 
 
@@ -60,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = _load_average()
     figures: list[Figure] = []
     failures: dict[str, str] = {}
+    skipped: dict[str, str] = {}
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="tracker-bench-") as workdir:
         options = Options(smoke=args.smoke, workdir=Path(workdir))
@@ -68,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             started = time.perf_counter()
             try:
                 figures += SCENARIOS[name](options)
+            except Unavailable as missing:
+                skipped[name] = str(missing)
             except Exception as exc:
                 traceback.print_exc()
                 failures[name] = f"{type(exc).__name__}: {exc}"
@@ -79,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{figure.scenario}: {figure.note}")
     if args.smoke:
         print("(smoke run: tiny sizes and 1 s loads; the figures say nothing about speed)")
+    for name, reason in skipped.items():
+        print(f"SKIPPED {name}: {reason}")
     for name, error in failures.items():
         print(f"FAILED {name}: {error}")
     report = {
@@ -89,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "scenarios": names,
         "scenario_seconds": timings,
         "failures": failures,
+        "skipped": skipped,
         "results": [figure.as_json() for figure in figures],
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

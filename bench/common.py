@@ -24,6 +24,10 @@ class Options:
     cache_dir: Path = RESULTS_DIR
 
 
+class Unavailable(RuntimeError):
+    """What a scenario needs is not installed on this machine: it is skipped, not failed."""
+
+
 T = TypeVar("T")
 
 

@@ -9,8 +9,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,11 @@ class Server:
 
     process: subprocess.Popen[bytes]
     port: int
+    log: Path
+    """Where its output goes."""
     ready_after: float = 0.0
-    """Seconds from starting the process to the first successful readiness probe."""
+    """Seconds from starting the process to the first successful readiness probe (of
+    servers started together, all but the first may have been ready sooner)."""
 
     @property
     def url(self) -> str:
@@ -48,19 +51,47 @@ def free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class Command:
+    """A server process to start, `python argv...`, and the port it will answer on."""
+
+    argv: list[str]
+    port: int
+    env: Mapping[str, str]
+    cwd: Path
+    log: Path
+
+
 def tracker_server(
-    db: Path, workdir: Path, *, log_level: str = "warning"
+    db: Path, workdir: Path, *, log_level: str = "warning", database_url: str | None = None
 ) -> AbstractContextManager[Server]:
-    """`tracker serve` on `db`, access log off, with a fixed secret key."""
+    """`tracker serve` on `db` (or, given `database_url`, on that PostgreSQL database,
+    and `db` is unused), access log off, with a fixed secret key."""
+    return running(tracker_command(db, workdir, log_level=log_level, database_url=database_url))
+
+
+def tracker_servers(urls: Sequence[str], workdir: Path) -> AbstractContextManager[list[Server]]:
+    """`tracker serve` on each PostgreSQL database of `urls` (the same URL twice: two
+    instances sharing it), all started at once."""
+    unused = workdir / "unused.db"
+    return running_together([tracker_command(unused, workdir, database_url=url) for url in urls])
+
+
+def tracker_command(
+    db: Path, workdir: Path, *, log_level: str = "warning", database_url: str | None = None
+) -> Command:
+    """How `tracker_server` starts `tracker serve` (on a free port)."""
     port = free_port()
     env = {
         "TRACKER_SECRET_KEY": SECRET_KEY,
         "TRACKER_ACCESS_LOG": "0",
         "TRACKER_LOG_LEVEL": log_level,
     }
+    if database_url is not None:
+        env["TRACKER_DATABASE_URL"] = database_url
     argv = ["-m", "tracker", "serve", "--host", HOST, "--port", str(port), "--db", str(db)]
     # The working directory is the scratch one, so no stray `.env` is read.
-    return running(argv, port, env, cwd=workdir, log=workdir / f"tracker-{port}.log")
+    return Command(argv, port, env, cwd=workdir, log=workdir / f"tracker-{port}.log")
 
 
 def bare_server(
@@ -70,37 +101,46 @@ def bare_server(
     port = free_port()
     argv = ["-m", "bench.bare", "--port", str(port)]
     argv += ["--post-bytes", str(post_bytes), "--get-bytes", str(get_bytes)]
-    return running(argv, port, {}, cwd=REPO, log=workdir / f"bare-{port}.log")
+    return running(Command(argv, port, {}, cwd=REPO, log=workdir / f"bare-{port}.log"))
 
 
 @contextmanager
-def running(
-    argv: list[str], port: int, env: Mapping[str, str], *, cwd: Path, log: Path
-) -> Iterator[Server]:
-    """Start `python argv...`, wait until GET /healthz answers 200, stop it on leaving."""
-    with log.open("wb") as output:
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, *argv],
-            cwd=cwd,
-            env={**os.environ, **env},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-        server = Server(process, port)
-        try:
-            _wait_ready(server, log)
+def running(command: Command) -> Iterator[Server]:
+    """Start the command, wait until GET /healthz answers 200, stop it on leaving."""
+    with running_together([command]) as servers:
+        yield servers[0]
+
+
+@contextmanager
+def running_together(commands: Sequence[Command]) -> Iterator[list[Server]]:
+    """Start every command at once, wait until each answers GET /healthz with 200; on
+    leaving, stop them all at once."""
+    with ExitStack() as stack:
+        servers: list[Server] = []
+        starts: list[float] = []
+        stack.callback(_stop, servers)
+        for command in commands:
+            output = stack.enter_context(command.log.open("wb"))
+            starts.append(time.perf_counter())
+            process = subprocess.Popen(
+                [sys.executable, *command.argv],
+                cwd=command.cwd,
+                env={**os.environ, **command.env},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+            servers.append(Server(process, command.port, command.log))
+        for server, started in zip(servers, starts, strict=True):
+            _wait_ready(server)
             server.ready_after = time.perf_counter() - started
-            yield server
-        finally:
-            _stop(process)
+        yield servers
 
 
-def _wait_ready(server: Server, log: Path) -> None:
+def _wait_ready(server: Server) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"the server exited early:\n{_tail(log)}")
+            raise RuntimeError(f"the server exited early:\n{_tail(server.log)}")
         try:
             status, _, _ = request(server.url, "GET", "/healthz", timeout=1.0)
         except OSError:
@@ -109,17 +149,20 @@ def _wait_ready(server: Server, log: Path) -> None:
         if status == 200:
             return
         time.sleep(0.002)
-    raise RuntimeError(f"the server did not answer within {READY_TIMEOUT} s:\n{_tail(log)}")
+    raise RuntimeError(f"the server did not answer within {READY_TIMEOUT} s:\n{_tail(server.log)}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
+def _stop(servers: Sequence[Server]) -> None:
+    """Ask every server to stop, then wait for each (killing it after `STOP_TIMEOUT`)."""
+    for server in servers:
+        if server.process.poll() is None:
+            server.process.terminate()
+    for server in servers:
         try:
-            process.wait(STOP_TIMEOUT)
+            server.process.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            server.process.kill()
+            server.process.wait()
 
 
 def _tail(log: Path, lines: int = 30) -> str:

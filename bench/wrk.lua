@@ -1,9 +1,27 @@
 -- The request of a bench run, from the environment; a JSON summary line when done.
--- BENCH_METHOD (GET), BENCH_BODY (none), BENCH_TOKEN (no Authorization header).
+-- BENCH_METHOD (GET), BENCH_BODY (none), BENCH_TOKEN (no Authorization header),
+-- BENCH_PORTS (none: the URL's port; else "p1,p2,...": thread i keeps to port i mod n,
+-- on the URL's host).
 
 local method = os.getenv("BENCH_METHOD") or "GET"
 local body = os.getenv("BENCH_BODY")
 local token = os.getenv("BENCH_TOKEN")
+local ports = os.getenv("BENCH_PORTS")
+
+if ports ~= nil and ports ~= "" then
+  local addrs = nil
+  local next_thread = 0
+  setup = function(thread)
+    if addrs == nil then
+      addrs = {}
+      for port in string.gmatch(ports, "[^,]+") do
+        table.insert(addrs, wrk.lookup(wrk.host, port)[1])
+      end
+    end
+    thread.addr = addrs[next_thread % #addrs + 1]
+    next_thread = next_thread + 1
+  end
+end
 
 wrk.method = method
 if body ~= nil and body ~= "" then

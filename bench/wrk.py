@@ -133,8 +133,16 @@ def run_wrk(
     method: str = "GET",
     body: str | None = None,
     token: str | None = None,
+    others: Sequence[Server] = (),
 ) -> WrkResult:
-    """Run wrk against `server` for `load.seconds`; refuse results with any failed request."""
+    """Run wrk against `server` for `load.seconds`; refuse results with any failed request.
+
+    Given `others` (servers on the same host), wrk's threads are dealt out over
+    `server` and `others` in turn, each thread keeping to one (so `load.threads`
+    should be a multiple of their number); the latencies are those of all, and the
+    server CPU is theirs together.
+    """
+    servers = [server, *others]
     argv = [wrk_binary(), f"-t{load.threads}", f"-c{load.connections}", f"-d{load.seconds}s"]
     argv += ["--latency", "-s", str(SCRIPT), server.url + path]
     env = {
@@ -142,14 +150,15 @@ def run_wrk(
         "BENCH_METHOD": method,
         "BENCH_BODY": body or "",
         "BENCH_TOKEN": token or "",
+        "BENCH_PORTS": ",".join(str(each.port) for each in servers) if others else "",
     }
     # wrk is the only child reaped while it runs, so the children's rusage delta is its CPU time.
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_before = server.cpu_seconds()
+    server_before = sum(each.cpu_seconds() for each in servers)
     completed = subprocess.run(
         argv, env=env, capture_output=True, text=True, timeout=load.seconds + 60, check=False
     )
-    server_after = server.cpu_seconds()
+    server_after = sum(each.cpu_seconds() for each in servers)
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if completed.returncode != 0:
         raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr.strip()}")
