@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,9 +144,18 @@ def watch(server: Server) -> Watch:
 @pytest.fixture
 def context(browser: Browser, server: Server, watch: Watch) -> Iterator[BrowserContext]:
     """A new visitor: own cookies, watched pages, recorded notifications and sounds."""
-    context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 860})
+    with visiting(browser, server.url, watch) as context:
+        yield context
+
+
+@contextmanager
+def visiting(browser: Browser, url: str, watch: Watch, *scripts: str) -> Iterator[BrowserContext]:
+    """A new visitor of `url` (its pages watched, and `scripts` run in each before its
+    own); the watch is checked when it leaves."""
+    context = browser.new_context(base_url=url, viewport={"width": 1280, "height": 860})
     context.set_default_timeout(TIMEOUT_MS)
-    context.add_init_script(RECORDER)
+    for script in (RECORDER, *scripts):
+        context.add_init_script(script)
     context.route("**/*", watch.on_route)
     context.on("page", lambda page: _watch_page(page, watch))
     yield context

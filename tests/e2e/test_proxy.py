@@ -19,7 +19,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, expect
 
-from tests.e2e.conftest import RECORDER, TIMEOUT_MS, Watch, _watch_page, open_board
+from tests.e2e.conftest import Watch, open_board, visiting
 from tests.e2e.test_board import add_task, api_tasks
 from tests.integration.conftest import Server, ServerFactory, Store, free_port
 from tests.pgcluster import PostgresCluster
@@ -148,17 +148,8 @@ def visitor(browser: Browser, deployment: Deployment) -> Iterator[BrowserContext
     watch = Watch(deployment.proxy.url)
     # A reconnect is expected here; the page says so in its status, not as an error.
     watch.allow(r"WebSocket connection to .* failed")
-    context = browser.new_context(
-        base_url=deployment.proxy.url, viewport={"width": 1280, "height": 860}
-    )
-    context.set_default_timeout(TIMEOUT_MS)
-    context.add_init_script(RECORDER)
-    context.add_init_script(STATES)
-    context.route("**/*", watch.on_route)
-    context.on("page", lambda page: _watch_page(page, watch))
-    yield context
-    context.close()
-    watch.check()
+    with visiting(browser, deployment.proxy.url, watch, STATES) as context:
+        yield context
 
 
 @dataclass
