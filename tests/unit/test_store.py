@@ -20,7 +20,7 @@ from tests.pgcluster import PostgresCluster
 from tests.unit.support import FakeClock, collect
 from tracker.clock import format_timestamp
 from tracker.errors import CorruptLog, StorageError, VersionConflict
-from tracker.events import postgres, sqlite
+from tracker.events import reading
 from tracker.events.postgres import PostgresStore
 from tracker.events.reading import READ_PAGE
 from tracker.events.records import GENESIS_HASH, Recorded, ReplayRow, expected_hash
@@ -378,7 +378,7 @@ async def test_read_all_pages_through_a_log_longer_than_a_page(store: Store) -> 
 async def test_paging_neither_loses_nor_repeats_an_event_at_page_edges(
     store: Store, monkeypatch: pytest.MonkeyPatch, total: int
 ) -> None:
-    monkeypatch.setattr(sqlite, "READ_PAGE", 3)
+    monkeypatch.setattr(reading, "READ_PAGE", 3)
     await store.append("a", 0, marks(*(str(number) for number in range(total))), "x")
     seen: list[ReplayRow] = []
 
@@ -416,8 +416,7 @@ async def test_replay_hands_over_damaged_events_as_stored(
     positions: list[int],
     stored: bytes | None,
 ) -> None:
-    monkeypatch.setattr(sqlite, "READ_PAGE", 2)
-    monkeypatch.setattr(postgres, "READ_PAGE", 2)
+    monkeypatch.setattr(reading, "READ_PAGE", 2)
     await store.append("a", 0, marks(*(str(number) for number in range(6))), "x")
     await tamper(store, db_path, damage)
     seen: list[ReplayRow] = []
@@ -461,7 +460,7 @@ async def test_replay_calls_back_every_event_in_order_and_counts_them(
 async def test_a_failing_callback_stops_replay(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite, "READ_PAGE", 2)
+    monkeypatch.setattr(reading, "READ_PAGE", 2)
     await store.append("a", 0, marks(*(str(number) for number in range(10))), "x")
     seen: list[int] = []
 

@@ -47,9 +47,10 @@ from tracker.events.reading import (
     MAX_POSITION,
     READ_PAGE,
     decode_replay_page,
-    follows,
+    pages,
     record,
     replay_pages,
+    replay_rows,
 )
 from tracker.events.records import GENESIS_HASH, Recorded, ReplayRow, record_row
 from tracker.events.store import Snapshot
@@ -106,10 +107,6 @@ class PostgresStore(GroupCommitLog):
         self._where = describe(url)
         self._pool = pool
         self._errors = database_errors()
-        self._errors_or_bad_page: tuple[type[BaseException], ...] = (
-            *self._errors,
-            msgspec.DecodeError,
-        )
         self._unique_violation: type[Exception] = driver().UniqueViolationError
         self._writer: asyncpg.Connection | None = None
         self._publishing = anyio.Lock()
@@ -168,11 +165,6 @@ class PostgresStore(GroupCommitLog):
     def attempts(self) -> PostgresAttempts:
         """Login attempts, counted in the database for every instance."""
         return self._attempts
-
-    @property
-    def where(self) -> str:
-        """The database, for messages (no credentials)."""
-        return self._where
 
     async def lead(
         self,
@@ -298,45 +290,35 @@ class PostgresStore(GroupCommitLog):
             f" ORDER BY position LIMIT ${len(filters) + 3}"
         )
         end = MAX_POSITION if until is None else until
-        last, left = after, limit
-        while left != 0:
-            page = READ_PAGE if left is None else min(READ_PAGE, left)
-            rows = await self._fetch(query, last, end, *filters, page)
+
+        async def read(last: int, size: int) -> list[Any]:
+            return await self._fetch(query, last, end, *filters, size)
+
+        async for rows in pages(read, after, limit):
             for row in rows:
                 yield record(row)
-            if len(rows) < page:
-                return
-            last = rows[-1][0]
-            if left is not None:
-                left -= len(rows)
 
     async def replay(
         self, callback: Callable[[ReplayRow], object], after: int = 0, until: int | None = None
     ) -> int:
-        return await replay_pages(self._replay_pages(after, until), callback)
+        rows = replay_rows(self._built_page, self._lean_page, after, until)
+        return await replay_pages(rows, callback)
 
-    async def _replay_pages(
-        self, after: int, until: int | None
-    ) -> AsyncIterator[Sequence[ReplayRow]]:
-        """Replay rows, a page at a time: PostgreSQL builds each page as one JSON document
-        in its own process. A page that cannot be built so (data that is not UTF-8) or
-        that has a gap is read row by row: a faulty event is named when applied."""
-        last, end = after, MAX_POSITION if until is None else until
-        while last < end:
-            page: Sequence[ReplayRow]
-            try:
-                text = await self._pool.fetchval(_REPLAY_PAGE, last, end, READ_PAGE)
-                page = decode_replay_page(text) if text is not None else []
-            except self._errors_or_bad_page:
-                page = []
-            if not follows(page, last):
-                rows = await self._fetch(_EVENTS_AFTER, last, end, READ_PAGE)
-                page = [(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[7]) for r in rows]
-            if page:
-                yield page
-            if len(page) < READ_PAGE:
-                return
-            last = page[-1][0]
+    async def _built_page(self, after: int, until: int, size: int) -> Sequence[ReplayRow]:
+        """A replay page as PostgreSQL builds it, in its own process, each event's data as
+        a string; empty if it cannot (data that is not UTF-8)."""
+        try:
+            text = await self._pool.fetchval(_REPLAY_PAGE, after, until, size)
+        except self._errors:
+            return []
+        try:
+            return decode_replay_page(text) if text is not None else []
+        except msgspec.DecodeError:
+            return []
+
+    async def _lean_page(self, after: int, until: int, size: int) -> Sequence[ReplayRow]:
+        rows = await self._fetch(_EVENTS_AFTER, after, until, size)
+        return [(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[7]) for r in rows]
 
     async def check_chain(self, until: int) -> ChainReport:
         checker = ChainChecker()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -18,6 +18,51 @@ MAX_POSITION = 2**63 - 1
 decode_replay_page = msgspec.json.Decoder(list[tuple[int, str, int, str, int, str, str]]).decode
 """A replay page built by the database as one JSON array of
 [position, stream, version, type, schema, data as a string, recorded_at] arrays."""
+
+
+RowReader = Callable[[int, int], Awaitable[Sequence[Any]]]
+"""`read(after, size)`: up to `size` rows (position first) after a position, in order."""
+PageBuilder = Callable[[int, int, int], Awaitable[Sequence[ReplayRow]]]
+"""`read(after, until, size)`: up to `size` replay rows after a position, up to another."""
+
+
+async def pages(read: RowReader, after: int, limit: int | None = None) -> AsyncIterator[Any]:
+    """Every row after `after` (at most `limit` of them), a page at a time, in order."""
+    last, left = after, limit
+    while left != 0:
+        size = READ_PAGE if left is None else min(READ_PAGE, left)
+        rows = await read(last, size)
+        if rows:
+            yield rows
+        if len(rows) < size:
+            return
+        last = rows[-1][0]
+        if left is not None:
+            left -= len(rows)
+
+
+async def replay_rows(
+    built: PageBuilder, lean: PageBuilder, after: int, until: int | None
+) -> AsyncIterator[Sequence[ReplayRow]]:
+    """Replay rows, a page at a time, in position order.
+
+    Each page is first asked of the database as one JSON document it builds itself
+    (`built`, empty if it cannot): the work per row then happens in the database's
+    own thread or process while the projection applies the page before. A page that
+    does not run on from the last one without a gap (or is empty) is read again row
+    by row (`lean`), as any other read: a damaged store then raises `StorageError`,
+    and bad data or a gap is named when the event is applied.
+    """
+    last, end = after, MAX_POSITION if until is None else until
+    while last < end:
+        page = await built(last, end, READ_PAGE)
+        if not follows(page, last):
+            page = await lean(last, end, READ_PAGE)
+        if page:
+            yield page
+        if len(page) < READ_PAGE:
+            return
+        last = page[-1][0]
 
 
 async def replay_pages(

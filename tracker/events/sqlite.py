@@ -39,12 +39,12 @@ from tracker.events.batching import (
     unknown_streams,
 )
 from tracker.events.reading import (
-    MAX_POSITION,
     READ_PAGE,
     decode_replay_page,
-    follows,
+    pages,
     record,
     replay_pages,
+    replay_rows,
 )
 from tracker.events.records import GENESIS_HASH, Recorded, ReplayRow, record_row
 from tracker.events.store import Snapshot
@@ -227,36 +227,21 @@ class SQLiteStore(GroupCommitLog):
     async def replay(
         self, callback: Callable[[ReplayRow], object], after: int = 0, until: int | None = None
     ) -> int:
-        return await replay_pages(self._replay_pages(after, until), callback)
+        rows = replay_rows(self._built_page, self._lean_page, after, until)
+        return await replay_pages(rows, callback)
 
-    async def _replay_pages(
-        self, after: int, until: int | None
-    ) -> AsyncIterator[Sequence[ReplayRow]]:
-        """Replay rows, a page at a time, in position order.
+    async def _built_page(self, after: int, until: int, size: int) -> Sequence[ReplayRow]:
+        """A replay page as SQLite builds it, in C on the database's thread (which lets go
+        of the GIL meanwhile), each event's data as a string; empty if it cannot."""
+        try:
+            rows = await self._reader.execute_fetchall(_REPLAY_PAGE, (after, until, size))
+            return decode_replay_page(next(iter(rows))[0])
+        except (sqlite3.Error, msgspec.DecodeError):  # not UTF-8, or a damaged file
+            return []
 
-        SQLite builds each page as one JSON document (the data as a string in it), so
-        the work per row happens in C on the database's thread, which lets go of the
-        GIL meanwhile: the projection works through one page while the next is read.
-        A page that cannot be read so (data that is not UTF-8, a damaged file, a gap)
-        is read row by row, as any other read: a damaged file is then a
-        `StorageError`, and bad data or a gap is named when the event is applied.
-        """
-        last, end = after, MAX_POSITION if until is None else until
-        while last < end:
-            page: Sequence[ReplayRow]
-            try:
-                rows = await self._reader.execute_fetchall(_REPLAY_PAGE, (last, end, READ_PAGE))
-                page = decode_replay_page(next(iter(rows))[0])
-            except (sqlite3.Error, msgspec.DecodeError):
-                page = []
-            if not follows(page, last):
-                lean = self._row_pages(_REPLAY_COLUMNS, last, end, None, limit=READ_PAGE)
-                page = [row async for rows in lean for row in rows]
-            if page:
-                yield page
-            if len(page) < READ_PAGE:
-                return
-            last = page[-1][0]
+    async def _lean_page(self, after: int, until: int, size: int) -> Sequence[ReplayRow]:
+        rows = self._row_pages(_REPLAY_COLUMNS, after, until, None, limit=size)
+        return [row async for page in rows for row in page]
 
     async def _row_pages(
         self,
@@ -279,17 +264,12 @@ class SQLiteStore(GroupCommitLog):
                 filters.append(msgspec.json.encode(list(values)).decode())
         conditions = " AND ".join(where)
         query = f"SELECT {columns} FROM events WHERE {conditions} ORDER BY position LIMIT ?"
-        last, left = after, limit
-        while left != 0:
-            page = READ_PAGE if left is None else min(READ_PAGE, left)
-            rows = await self._read(query, (last, *filters, page))
-            if rows:
-                yield rows
-            if len(rows) < page:
-                return
-            last = rows[-1][0]
-            if left is not None:
-                left -= len(rows)
+
+        async def read(last: int, size: int) -> list[Any]:
+            return await self._read(query, (last, *filters, size))
+
+        async for rows in pages(read, after, limit):
+            yield rows
 
     async def read_stream(self, stream: str) -> list[Recorded]:
         rows = await self._read(
