@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,7 @@ async def _copy_log(source: Path, url: str) -> None:
 async def _read_only(url: str, size: int) -> float:
     """Seconds to read every replay row, doing nothing with them."""
 
-    def ignore(row: ReplayRow) -> None:
+    def ignore(rows: Iterable[ReplayRow]) -> None:
         pass
 
     async with PostgresStore.open(url, create=False) as store:

@@ -8,7 +8,7 @@ import logging
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO, TypeVar
 
@@ -19,16 +19,16 @@ from tracker import __version__
 from tracker.auth import load_or_create_secret
 from tracker.clock import format_timestamp, parse_timestamp, system_clock
 from tracker.config import ConfigError, Settings
-from tracker.errors import CorruptLog, TrackerError
+from tracker.errors import BadEvent, CorruptLog, TrackerError
 from tracker.events.records import Recorded, ReplayRow
 from tracker.events.store import Snapshot
-from tracker.events.verify import BadEvent, ChainChecker, ChainReport
+from tracker.events.verify import ChainChecker, ChainReport
 from tracker.progress import Progress
 from tracker.projections.board import Task
 from tracker.projections.model import (
     SNAPSHOT_NAME,
     ReadModel,
-    cycle_collector_paused,
+    replaying,
     snapshot_problem,
 )
 from tracker.storage import Store, log_name, open_store
@@ -263,13 +263,14 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
             total = store.head if until is None else min(until, store.head)
             with Progress("replay", total) as progress:
 
-                def apply(row: ReplayRow) -> None:
-                    if until_time is not None and row[6] > until_time:
-                        raise _UntilReached
-                    model.apply_row(row)
-                    progress.advance()
+                def apply(rows: Iterable[ReplayRow]) -> None:
+                    before = model.position
+                    try:
+                        model.apply_rows(rows if until_time is None else _up_to(until_time, rows))
+                    finally:
+                        progress.advance(model.position - before)
 
-                with contextlib.suppress(_UntilReached), cycle_collector_paused():
+                with contextlib.suppress(_UntilReached), replaying():
                     await store.replay(apply, until=until)
         owners = model.board.tasks
         if args.owner is not None:
@@ -285,6 +286,14 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 class _UntilReached(Exception):
     """The replay came to the first event after `--until`."""
+
+
+def _up_to(moment: str, rows: Iterable[ReplayRow]) -> Iterator[ReplayRow]:
+    """`rows` up to the first one recorded after `moment` (which raises `_UntilReached`)."""
+    for row in rows:
+        if row[3] > moment:
+            raise _UntilReached
+        yield row
 
 
 def _until(text: str | None) -> tuple[int | None, str | None]:
@@ -340,19 +349,22 @@ async def _replay_against(store: Store, head: int, snapshot: Snapshot | None) ->
     """Replay the log up to `head`; the projections must accept every event, and equal the
     stored snapshot at its position."""
     model = ReadModel()
-    at = snapshot.position if snapshot is not None else -1
-    with Progress("verify", head) as progress, cycle_collector_paused():
+    with Progress("verify", head) as progress, replaying():
 
-        def apply(row: ReplayRow) -> None:
+        def apply(rows: Iterable[ReplayRow]) -> None:
+            before = model.position
             try:
-                model.apply_row(row)
-            except CorruptLog as exc:
-                raise BadEvent(row[0], str(exc)) from exc
-            if row[0] == at and snapshot is not None and snapshot.data != model.dump():
-                raise BadEvent(at, "the stored snapshot differs from a full replay of the log")
-            progress.advance()
+                model.apply_rows(rows)
+            finally:
+                progress.advance(model.position - before)
 
-        await store.replay(apply, until=head)
+        if snapshot is not None and snapshot.position <= head:
+            await store.replay(apply, until=snapshot.position)
+            if model.position == snapshot.position and snapshot.data != model.dump():
+                raise BadEvent(
+                    snapshot.position, "the stored snapshot differs from a full replay of the log"
+                )
+        await store.replay(apply, after=model.position, until=head)
 
 
 # export and import

@@ -72,3 +72,12 @@ class StorageError(TrackerError):
 
 class CorruptLog(TrackerError):
     """The database is not a Tracker log, or its history does not verify."""
+
+
+class BadEvent(CorruptLog):
+    """The log is wrong at `position`, for `reason`."""
+
+    def __init__(self, position: int, reason: str) -> None:
+        super().__init__(f"position {position}: {reason}")
+        self.position = position
+        self.reason = reason

@@ -174,3 +174,33 @@ def test_an_event_for_a_deleted_task_is_a_corrupt_log(
 
     with pytest.raises(CorruptLog):
         log._apply("t1", event, T1)
+
+
+def test_an_event_that_is_not_the_next_of_its_stream_is_a_corrupt_log(log: Log) -> None:
+    log.create("t1", "alice")
+    log.versions["task-t1"] += 1  # version 2 goes missing
+
+    with pytest.raises(CorruptLog, match="'task-t1' jumps to version 3, expected 2"):
+        log.update("t1", TaskUpdated(done=True))
+
+
+def test_a_task_stream_that_does_not_begin_at_version_1_is_a_corrupt_log(log: Log) -> None:
+    log.versions["task-t1"] = 1
+
+    with pytest.raises(CorruptLog, match="'task-t1' jumps to version 2, expected 1"):
+        log.create("t1", "alice")
+
+
+@pytest.mark.parametrize(
+    ("stream", "task_id"), [("task-t1", "t1"), ("task-t2", "t1")], ids=["again", "elsewhere"]
+)
+def test_a_task_is_created_once_by_the_first_event_of_its_own_stream(
+    log: Log, stream: str, task_id: str
+) -> None:
+    log.create("t1", "alice")
+    created = TaskCreated(task_id=task_id, owner="bob", title="t")
+
+    with pytest.raises(CorruptLog, match="a task is created once"):
+        log.board.apply(created, stream, 1, T1)
+
+    assert log.board.owners == {"t1": "alice"}

@@ -10,11 +10,18 @@ import msgspec
 import pytest
 
 from tests.unit.support import FakeClock, record
-from tracker.errors import CorruptLog
-from tracker.events.records import Recorded, ReplayRow
+from tracker.errors import BadEvent, CorruptLog
+from tracker.events.reading import ReplayCallback
+from tracker.events.records import Recorded
 from tracker.events.sqlite import SQLiteStore
 from tracker.events.store import Snapshot
-from tracker.events.types import GuestStarted, TaskCreated, TaskDeleted, TaskUpdated
+from tracker.events.types import (
+    GuestStarted,
+    SessionRevoked,
+    TaskCreated,
+    TaskDeleted,
+    TaskUpdated,
+)
 from tracker.projections.board import TaskChange
 from tracker.projections.model import SNAPSHOT_FORMAT, SNAPSHOT_NAME, ReadModel, replay_board
 
@@ -85,6 +92,17 @@ def test_applying_anything_but_the_next_position_is_a_corrupt_log(position: int)
         model.apply(record(GuestStarted(principal_id="g2"), position=position))
 
     assert model.position == 1
+
+
+def test_an_identity_event_that_is_not_the_next_of_its_stream_is_a_corrupt_log() -> None:
+    model = ReadModel()
+    model.apply(record(GuestStarted(principal_id="g1"), stream="principal-g1", position=1))
+    revoked = SessionRevoked(jti="j1", expires_at=1_800_000_000)
+
+    with pytest.raises(BadEvent, match="'principal-g1' jumps to version 3, expected 2") as bad:
+        model.apply(record(revoked, stream="principal-g1", version=3, position=2))
+
+    assert (bad.value.position, model.position) == (2, 1)
 
 
 def test_an_identity_event_changes_no_task() -> None:
@@ -189,7 +207,7 @@ class Spy:
         return self._store.read_all(after, **kwargs)
 
     async def replay(
-        self, callback: Callable[[ReplayRow], object], after: int = 0, until: int | None = None
+        self, callback: ReplayCallback, after: int = 0, until: int | None = None
     ) -> int:
         self.read_from.append(after)
         return await self._store.replay(callback, after, until)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 
 import anyio
@@ -19,14 +19,23 @@ import pytest
 from tests.pgcluster import PostgresCluster
 from tests.unit.support import FakeClock, collect
 from tracker.clock import format_timestamp
-from tracker.errors import CorruptLog, StorageError, VersionConflict
-from tracker.events import reading
+from tracker.errors import BadEvent, CorruptLog, StorageError, VersionConflict
+from tracker.events import codec, reading
+from tracker.events import sqlite as sqlite_store
 from tracker.events.postgres import PostgresStore
 from tracker.events.reading import READ_PAGE
 from tracker.events.records import GENESIS_HASH, Recorded, ReplayRow, expected_hash
-from tracker.events.sqlite import SCHEMA_VERSION, SQLiteStore
+from tracker.events.sqlite import SCHEMA_VERSION, SQLiteStore, check_chain_file
 from tracker.events.store import Append, Snapshot
-from tracker.events.types import BaseEvent, GuestStarted, TaskDeleted, TaskUpdated
+from tracker.events.types import (
+    BaseEvent,
+    GuestStarted,
+    TaskCreated,
+    TaskDeleted,
+    TaskUpdated,
+    TimerFinished,
+    TimerStarted,
+)
 from tracker.events.verify import ChainChecker
 
 Store = SQLiteStore | PostgresStore
@@ -58,6 +67,11 @@ async def tamper(store: Store, db_path: Path, statements: dict[str, str]) -> Non
         await remote.execute(statements["postgres"])
     finally:
         await remote.close()
+
+
+def on_both(statement: str) -> dict[str, str]:
+    """`tamper`'s statements, when SQLite and PostgreSQL take the same one."""
+    return {"sqlite": statement, "postgres": statement}
 
 
 def marks(*names: str) -> list[BaseEvent]:
@@ -383,50 +397,127 @@ async def test_paging_neither_loses_nor_repeats_an_event_at_page_edges(
     seen: list[ReplayRow] = []
 
     log = await collect(store.read_all())
-    count = await store.replay(seen.append)
+    count = await store.replay(seen.extend)
 
     assert [e.position for e in log] == list(range(1, total + 1))
-    assert seen == [
-        (e.position, e.stream, e.version, e.type, e.schema, bytes(e.data).decode(), e.recorded_at)
-        for e in log
-    ]
+    assert seen == [replay_row(e) for e in log]
     assert count == total
 
 
+def replay_row(event: Recorded) -> ReplayRow:
+    """What a replay hands over of `event`."""
+    return event.position, event.stream, event.version, event.recorded_at, codec.decode(event)
+
+
+EVERY_KIND = [
+    GuestStarted(principal_id="g1"),
+    TaskCreated(task_id="t1", owner="g1", title='Caf\u00e9 \u2615 "quoted" \\ </script>'),
+    TaskUpdated(notes="line one\nline two\ttab \x01 \u2028"),
+    TaskUpdated(done=True),
+    TimerStarted(run="r1", duration_seconds=60, at=1_800_000_000.125, ends_at=1_800_000_060.125),
+    TimerFinished(run="r1", finished_at=1_800_000_060.125),
+    TaskDeleted(),
+]
+
+
+async def test_a_replay_hands_over_every_kind_of_event_as_it_was_appended(store: Store) -> None:
+    await store.append("a", 0, EVERY_KIND, "x")
+    seen: list[ReplayRow] = []
+
+    await store.replay(seen.extend)
+
+    assert [row[4] for row in seen] == EVERY_KIND
+    assert seen == [replay_row(e) for e in await collect(store.read_all())]
+
+
 @pytest.mark.parametrize(
-    ("damage", "positions", "stored"),
+    "damage",
+    [
+        on_both("UPDATE events SET type = 'TaskDeleted' WHERE position = 2"),
+        {"sqlite": "UPDATE events SET data = CAST('{\"type\":\"TaskDeleted\"}' AS BLOB)"
+                   " WHERE position = 2",
+         "postgres": "UPDATE events SET data = convert_to('{\"type\":\"TaskDeleted\"}', 'UTF8')"
+                     " WHERE position = 2"},
+    ],
+    ids=["the type", "the data's tag"],
+)  # fmt: skip
+async def test_an_event_whose_type_and_data_disagree_is_refused_in_its_turn(
+    store: Store, db_path: Path, damage: dict[str, str]
+) -> None:
+    await store.append("a", 0, marks("1", "2", "3"), "x")
+    await tamper(store, db_path, damage)
+    seen: list[int] = []
+
+    with pytest.raises(BadEvent) as bad:
+        await store.replay(lambda rows: seen.extend(row[0] for row in rows))
+
+    assert (bad.value.position, seen) == (2, [1])
+
+
+async def test_a_replay_upcasts_an_event_of_an_older_schema(
+    store: Store, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.append("a", 0, marks("1", "2", "3"), "x")
+    await tamper(store, db_path, on_both("UPDATE events SET schema = 0 WHERE position = 2"))
+    monkeypatch.setitem(
+        codec.UPCASTERS, ("GuestStarted", 0), lambda old: {**old, "principal_id": "upcast"}
+    )
+    seen: list[ReplayRow] = []
+
+    await store.replay(seen.extend)
+
+    assert [row[4] for row in seen] == marks("1", "upcast", "3")
+
+
+@pytest.mark.parametrize(
+    ("damage", "positions", "reason"),
     [
         ({"sqlite": "UPDATE events SET data = X'FF7B7D' WHERE position = 4",
           "postgres": "UPDATE events SET data = '\\xff7b7d'::bytea WHERE position = 4"},
-         [1, 2, 3, 4, 5, 6], b"\xff{}"),
+         [1, 2, 3], "cannot be read"),
         ({"sqlite": "UPDATE events SET data = CAST('not json' AS BLOB) WHERE position = 4",
           "postgres": "UPDATE events SET data = 'not json'::bytea WHERE position = 4"},
-         [1, 2, 3, 4, 5, 6], b"not json"),
-        ({"sqlite": "DELETE FROM events WHERE position = 4",
-          "postgres": "DELETE FROM events WHERE position = 4"},
-         [1, 2, 3, 5, 6], None),
+         [1, 2, 3], "cannot be read"),
+        ({"sqlite": "UPDATE events SET data = CAST('{\"type\":\"GuestStarted\",'"
+                    " || '\"principal_id\":\"3\"}],[5,\"a\",5,\"t\",{\"type\":\"TaskDeleted\"}'"
+                    " AS BLOB) WHERE position = 4",
+          "postgres": "UPDATE events SET data = convert_to('{\"type\":\"GuestStarted\",'"
+                      " || '\"principal_id\":\"3\"}],[5,\"a\",5,\"t\",{\"type\":\"TaskDeleted\"}',"
+                      " 'UTF8') WHERE position = 4"},
+         [1, 2, 3], "cannot be read"),
     ],
-    ids=["data that is not UTF-8", "data that is not JSON", "a gap"],
+    ids=["data that is not UTF-8", "data that is not JSON", "data that is more than one value"],
 )  # fmt: skip
-async def test_replay_hands_over_damaged_events_as_stored(
+async def test_replay_refuses_a_damaged_event_in_its_turn(
     store: Store,
     db_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     damage: dict[str, str],
     positions: list[int],
-    stored: bytes | None,
+    reason: str,
 ) -> None:
     monkeypatch.setattr(reading, "READ_PAGE", 2)
     await store.append("a", 0, marks(*(str(number) for number in range(6))), "x")
     await tamper(store, db_path, damage)
-    seen: list[ReplayRow] = []
+    seen: list[int] = []
 
-    assert await store.replay(seen.append) == len(positions)
+    with pytest.raises(BadEvent, match=reason) as bad:
+        await store.replay(lambda rows: seen.extend(row[0] for row in rows))
 
-    assert [row[0] for row in seen] == positions
-    data = {row[0]: row[5] if isinstance(row[5], bytes) else row[5].encode() for row in seen}
-    assert data.get(4) == stored  # what the projection is to refuse
-    assert data[5] == b'{"type":"GuestStarted","principal_id":"4"}'
+    assert (bad.value.position, seen) == (4, positions)
+
+
+async def test_replay_hands_over_the_events_around_a_gap_for_the_projection_to_refuse(
+    store: Store, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reading, "READ_PAGE", 2)
+    await store.append("a", 0, marks(*(str(number) for number in range(6))), "x")
+    await tamper(store, db_path, on_both("DELETE FROM events WHERE position = 4"))
+    seen: list[int] = []
+
+    assert await store.replay(lambda rows: seen.extend(row[0] for row in rows)) == 5
+
+    assert seen == [1, 2, 3, 5, 6]
 
 
 def garble_a_middle_page(path: Path) -> None:
@@ -444,7 +535,7 @@ async def test_replay_of_a_damaged_file_is_a_storage_error(db_path: Path) -> Non
 
     async with SQLiteStore.open(db_path, create=False) as store:
         with pytest.raises(StorageError, match="cannot be read"):
-            await store.replay(lambda row: None)
+            await store.replay(lambda rows: None)
 
 
 async def test_replay_calls_back_every_event_in_order_and_counts_them(
@@ -453,7 +544,7 @@ async def test_replay_calls_back_every_event_in_order_and_counts_them(
     await store.append("a", 0, marks("1", "2", "3", "4"), "x")
     seen: list[int] = []
 
-    assert await store.replay(lambda row: seen.append(row[0]), after=1, until=3) == 2
+    assert await store.replay(lambda rows: seen.extend(r[0] for r in rows), after=1, until=3) == 2
     assert seen == [2, 3]
 
 
@@ -464,10 +555,11 @@ async def test_a_failing_callback_stops_replay(
     await store.append("a", 0, marks(*(str(number) for number in range(10))), "x")
     seen: list[int] = []
 
-    def callback(row: ReplayRow) -> None:
-        if row[0] == 3:
-            raise ValueError("projection bug")
-        seen.append(row[0])
+    def callback(rows: Iterable[ReplayRow]) -> None:
+        for row in rows:
+            if row[0] == 3:
+                raise ValueError("projection bug")
+            seen.append(row[0])
 
     with pytest.raises(ValueError, match="projection bug"):
         await store.replay(callback)
@@ -810,6 +902,38 @@ async def test_the_chain_check_names_the_first_edited_event(db_path: Path) -> No
         report = await store.check_chain(store.head)
 
     assert (report.position, report.bad_position) == (1, 2)
+    assert "hash does not match" in report.reason
+
+
+async def test_the_chain_check_of_a_file_looks_closely_at_events_sqlite_renders_otherwise(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with SQLiteStore.open(db_path, FakeClock()) as store:
+        await store.append("a", 0, marks(*(str(number) for number in range(7))), "x")
+        tip = store.last_hash
+    # As if SQLite rendered no event as `canonical_bytes` does: each is read and checked whole.
+    monkeypatch.setattr(
+        "tracker.events.sqlite._FIRST_NOT_FOLLOWING",
+        sqlite_store._FIRST_NOT_FOLLOWING.replace("',' ||", "', ' ||"),
+    )
+
+    report = check_chain_file(str(db_path), 7)
+
+    assert (report.position, report.hash, report.bad_position) == (7, tip, None)
+
+
+async def test_the_chain_check_of_a_file_names_an_event_sqlite_cannot_render(
+    db_path: Path,
+) -> None:
+    async with SQLiteStore.open(db_path, FakeClock()) as store:
+        await store.append("a", 0, marks("1", "2", "3", "4"), "x")
+    with sqlite3.connect(db_path) as connection:
+        connection.execute("UPDATE events SET actor = CAST(actor AS BLOB) WHERE position = 3")
+    connection.close()
+
+    report = check_chain_file(str(db_path), 4)
+
+    assert (report.position, report.bad_position) == (2, 3)
     assert "hash does not match" in report.reason
 
 

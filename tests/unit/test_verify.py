@@ -1,7 +1,10 @@
-"""ChainChecker: a clean log passes; any edit of stored history is caught at its first bad position.
+"""ChainChecker and the projections: a clean log passes; any edit of stored history is
+caught at its first bad position.
 
 Logs are written by the real store, tampered with through sqlite3 while closed, and
-read back with `read_all`, as `tracker verify` reads them.
+read back with `read_all`; each event goes through the chain check, then the read
+model, as `tracker import` checks a backup (`tracker verify` runs both over the whole
+log, and names the first bad position either found).
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from tests.unit.support import FakeClock, Row, collect, rechain, rewrite_log
+from tracker.errors import BadEvent
 from tracker.events.records import GENESIS_HASH
 from tracker.events.sqlite import SQLiteStore
 from tracker.events.types import GuestStarted, TaskCreated, TaskDeleted, TaskUpdated
-from tracker.events.verify import BadEvent, ChainChecker
+from tracker.events.verify import ChainChecker
+from tracker.projections.model import ReadModel
 
 
 @pytest.fixture
@@ -34,10 +39,11 @@ async def log(db_path: Path, clock: FakeClock) -> Path:
 
 
 async def check_log(path: Path) -> ChainChecker:
-    checker = ChainChecker()
+    checker, model = ChainChecker(), ReadModel()
     async with SQLiteStore.open(path) as store:
         for event in await collect(store.read_all()):
             checker.check(event)
+            model.apply(event)
     return checker
 
 

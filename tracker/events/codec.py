@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from tracker.errors import CorruptLog
+from tracker.errors import BadEvent
 from tracker.events.records import Recorded
 from tracker.events.types import EVENT_TYPES, BaseEvent, Event
 
@@ -40,19 +40,20 @@ def decode(recorded: Recorded) -> Event:
 
 
 def decode_data(type_: str, schema: int, data: bytes | str, position: int) -> Event:
-    """The typed event of stored `data` of `type_` at `schema` (upcast to the current one)."""
+    """The typed event of stored `data` of `type_` at `schema` (upcast to the current one);
+    `BadEvent` at `position` if it cannot be read."""
     cls = EVENT_TYPES.get(type_)
     if cls is None:
-        raise CorruptLog(f"event {position} has unknown type {type_!r}")
+        raise BadEvent(position, f"it has unknown type {type_!r}")
     try:
         if schema == cls.schema:
             event: Event = _decoders[type_].decode(data)
         else:
             event = msgspec.convert(_upcast(type_, schema, data, position, cls.schema), Event)
     except msgspec.DecodeError as exc:  # ValidationError is a subclass
-        raise CorruptLog(f"event {position} cannot be read: {exc}") from exc
+        raise BadEvent(position, f"it cannot be read: {exc}") from exc
     if type(event) is not cls:  # an upcaster that changed the tag
-        raise CorruptLog(f"event {position} is stored as {type_}")
+        raise BadEvent(position, f"it is stored as {type_}")
     return event
 
 
@@ -60,14 +61,15 @@ def _upcast(
     type_: str, schema: int, data: bytes | str, position: int, current: int
 ) -> dict[str, Any]:
     if schema > current:
-        raise CorruptLog(
-            f"event {position} is schema {schema} of {type_}, "
-            f"newer than this version of Tracker reads ({current})"
+        raise BadEvent(
+            position,
+            f"it is schema {schema} of {type_}, newer than this version of Tracker reads"
+            f" ({current})",
         )
     fields = _object_decoder.decode(data)
     for version in range(schema, current):
         upcaster = UPCASTERS.get((type_, version))
         if upcaster is None:
-            raise CorruptLog(f"no upcaster for {type_} schema {version}")
+            raise BadEvent(position, f"no upcaster for {type_} schema {version}")
         fields = upcaster(fields)
     return fields

@@ -24,12 +24,11 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import msgspec
 from anyio.abc import TaskStatus
 
 from tracker.background import background
 from tracker.clock import Clock, system_clock
-from tracker.errors import CorruptLog, StorageError
+from tracker.errors import BadEvent, CorruptLog, StorageError
 from tracker.events.batching import GroupCommitLog, Pending, Row, fail_all, unknown_streams
 from tracker.events.postgres_attempts import PostgresAttempts
 from tracker.events.postgres_db import (
@@ -46,15 +45,17 @@ from tracker.events.postgres_lease import LeaderLease
 from tracker.events.reading import (
     MAX_POSITION,
     READ_PAGE,
+    ReplayCallback,
     decode_replay_page,
+    embeddable,
     pages,
     record,
     replay_pages,
     replay_rows,
 )
-from tracker.events.records import GENESIS_HASH, Recorded, ReplayRow, record_row
+from tracker.events.records import GENESIS_HASH, LeanRow, Recorded, ReplayRow, record_row
 from tracker.events.store import Snapshot
-from tracker.events.verify import BadEvent, ChainChecker, ChainReport
+from tracker.events.verify import ChainChecker, ChainReport
 
 if TYPE_CHECKING:
     import asyncpg
@@ -90,12 +91,24 @@ WITH written AS (
 )
 SELECT pg_notify('{CHANNEL}', $12)
 """
-_REPLAY_PAGE = """
-SELECT json_agg(json_build_array(position, stream, version, type, schema,
-                                 convert_from(data, 'UTF8'), recorded_at) ORDER BY position)
+
+
+def _data_begins_with(prefix: bytes) -> str:
+    return f"substring(data from 1 for {len(prefix)}) = '\\x{prefix.hex()}'::bytea"
+
+
+_REPLAY_PAGE = f"""
+SELECT json_agg(CASE WHEN {embeddable(_data_begins_with)}
+                     THEN json_build_array(position, stream, version, recorded_at,
+                                           convert_from(data, 'UTF8')::json)
+                END ORDER BY position)
 FROM (SELECT position, stream, version, type, schema, data, recorded_at FROM events
       WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3) AS page
 """
+"""A replay page as one JSON document, each event's data embedded as it is stored (the
+`json` type checks that it is valid JSON and keeps its text as it is), when
+`embeddable`; else a null stands in its place. Data that is not UTF-8 or not JSON fails
+the whole page."""
 
 
 class PostgresStore(GroupCommitLog):
@@ -299,24 +312,21 @@ class PostgresStore(GroupCommitLog):
                 yield record(row)
 
     async def replay(
-        self, callback: Callable[[ReplayRow], object], after: int = 0, until: int | None = None
+        self, callback: ReplayCallback, after: int = 0, until: int | None = None
     ) -> int:
         rows = replay_rows(self._built_page, self._lean_page, after, until)
         return await replay_pages(rows, callback)
 
-    async def _built_page(self, after: int, until: int, size: int) -> Sequence[ReplayRow]:
-        """A replay page as PostgreSQL builds it, in its own process, each event's data as
-        a string; empty if it cannot (data that is not UTF-8)."""
+    async def _built_page(self, after: int, until: int, size: int) -> Sequence[ReplayRow] | None:
+        """A replay page as PostgreSQL builds it, in its own process; None if it cannot
+        (data that is not UTF-8 or not JSON)."""
         try:
             text = await self._pool.fetchval(_REPLAY_PAGE, after, until, size)
         except self._errors:
-            return []
-        try:
-            return decode_replay_page(text) if text is not None else []
-        except msgspec.DecodeError:
-            return []
+            return None
+        return decode_replay_page(text)
 
-    async def _lean_page(self, after: int, until: int, size: int) -> Sequence[ReplayRow]:
+    async def _lean_page(self, after: int, until: int, size: int) -> Sequence[LeanRow]:
         rows = await self._fetch(_EVENTS_AFTER, after, until, size)
         return [(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[7]) for r in rows]
 

@@ -6,6 +6,8 @@ import hashlib
 
 import msgspec
 
+from tracker.events.types import Event
+
 GENESIS_HASH = "0" * 64
 """The `previous hash` of the first event in a log."""
 
@@ -31,11 +33,13 @@ class Recorded(msgspec.Struct, frozen=True, gc=False):
 RecordRow = tuple[int, str, int, str, int, bytes, str, str, str]
 """Every column of an event, in `Recorded`'s field order, without building a `Recorded`."""
 
-ReplayRow = tuple[int, str, int, str, int, str | bytes, str]
-"""What rebuilding state needs of an event, and nothing more: position, stream,
-version, type, schema, data and recorded_at (no actor, no hash). The data is the
-stored JSON exactly: as text when a replay reads a page at once, as bytes when it
-reads row by row."""
+LeanRow = tuple[int, str, int, str, int, bytes, str]
+"""What rebuilding state needs of a stored event, and nothing more: position, stream,
+version, type, schema, data (the stored JSON) and recorded_at (no actor, no hash)."""
+
+ReplayRow = tuple[int, str, int, str, Event]
+"""A `LeanRow` with its data decoded: position, stream, version, recorded_at and the
+event (whose class is its type; upcast to the current schema)."""
 
 
 _canonical_encoder = msgspec.json.Encoder()
@@ -59,9 +63,7 @@ def canonical_bytes(
 
 def chain_hash(previous_hash: str, canonical: bytes) -> str:
     """Hex SHA-256 over the previous event's hash and this event's canonical bytes."""
-    digest = hashlib.sha256(previous_hash.encode("ascii"))
-    digest.update(canonical)
-    return digest.hexdigest()
+    return hashlib.sha256(previous_hash.encode("ascii") + canonical).hexdigest()
 
 
 def record_row(record: Recorded) -> RecordRow:

@@ -30,7 +30,7 @@ from anyio.abc import TaskStatus
 
 from tracker.background import background
 from tracker.clock import Clock, system_clock
-from tracker.errors import CorruptLog, StorageError
+from tracker.errors import BadEvent, CorruptLog, StorageError
 from tracker.events.batching import (
     GroupCommitLog,
     Pending,
@@ -39,16 +39,17 @@ from tracker.events.batching import (
     unknown_streams,
 )
 from tracker.events.reading import (
-    READ_PAGE,
+    ReplayCallback,
     decode_replay_page,
+    embeddable,
     pages,
     record,
     replay_pages,
     replay_rows,
 )
-from tracker.events.records import GENESIS_HASH, Recorded, ReplayRow, record_row
+from tracker.events.records import GENESIS_HASH, LeanRow, Recorded, ReplayRow, record_row
 from tracker.events.store import Snapshot
-from tracker.events.verify import BadEvent, ChainChecker, ChainReport
+from tracker.events.verify import ChainChecker, ChainReport
 from tracker.throttle import MemoryAttempts
 
 logger = logging.getLogger(__name__)
@@ -93,12 +94,38 @@ PRAGMA user_version = {SCHEMA_VERSION};
 
 _COLUMNS = "position, stream, version, type, schema, data, actor, recorded_at, hash"
 _REPLAY_COLUMNS = "position, stream, version, type, schema, data, recorded_at"
+
+
+def _data_begins_with(prefix: bytes) -> str:
+    return f"substr(data, 1, {len(prefix)}) = X'{prefix.hex()}'"
+
+
 _REPLAY_PAGE = f"""
-SELECT json_group_array(json_array(position, stream, version, type, schema,
-                                   CAST(data AS TEXT), recorded_at))
-FROM (SELECT {_REPLAY_COLUMNS} FROM events
-      WHERE position > ? AND position <= ? ORDER BY position LIMIT ?)
+SELECT '[' || coalesce(group_concat(
+    CASE WHEN ({embeddable(_data_begins_with)}) AND json_valid(text)
+         THEN rtrim(json_array(position, stream, version, recorded_at), ']') || ',' || text || ']'
+         ELSE 'null' END), '') || ']'
+FROM (SELECT position, stream, version, type, schema, data, CAST(data AS TEXT) AS text,
+             recorded_at
+      FROM events WHERE position > ? AND position <= ? ORDER BY position LIMIT ?)
 """
+"""A replay page as one JSON document, each event's data embedded as it is stored (SQLite
+checks that it is one valid JSON value, and parses or builds no other JSON but the
+envelope), when `embeddable`; else a null stands in its place."""
+_CANONICAL = """
+CAST(rtrim(json_array(position, stream, version, type, schema, actor, recorded_at), ']')
+     || ',' || CAST(data AS TEXT) || ']' AS BLOB)
+"""
+"""An event's `canonical_bytes` as SQLite renders them (the same, for every event Tracker
+writes: strings as JSON, and the data as it is stored)."""
+_FIRST_NOT_FOLLOWING = f"""
+SELECT position FROM events
+WHERE position > ? AND position <= ? AND NOT follows(position, {_CANONICAL}, hash)
+ORDER BY position LIMIT 1
+"""
+_NEXT_EVENT = (
+    f"SELECT {_COLUMNS} FROM events WHERE position > ? AND position <= ? ORDER BY position LIMIT 1"
+)
 _INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _ROWS_PER_STATEMENT = 256
 """Rows of one multi-row INSERT (9 parameters each, far below SQLite's limit)."""
@@ -225,21 +252,21 @@ class SQLiteStore(GroupCommitLog):
             return await anyio.to_thread.run_sync(check_chain_file, str(self._path), until)
 
     async def replay(
-        self, callback: Callable[[ReplayRow], object], after: int = 0, until: int | None = None
+        self, callback: ReplayCallback, after: int = 0, until: int | None = None
     ) -> int:
         rows = replay_rows(self._built_page, self._lean_page, after, until)
         return await replay_pages(rows, callback)
 
-    async def _built_page(self, after: int, until: int, size: int) -> Sequence[ReplayRow]:
+    async def _built_page(self, after: int, until: int, size: int) -> Sequence[ReplayRow] | None:
         """A replay page as SQLite builds it, in C on the database's thread (which lets go
-        of the GIL meanwhile), each event's data as a string; empty if it cannot."""
+        of the GIL meanwhile); None if it cannot (data that is not UTF-8, a damaged file)."""
         try:
             rows = await self._reader.execute_fetchall(_REPLAY_PAGE, (after, until, size))
-            return decode_replay_page(next(iter(rows))[0])
-        except (sqlite3.Error, msgspec.DecodeError):  # not UTF-8, or a damaged file
-            return []
+        except sqlite3.Error:
+            return None
+        return decode_replay_page(next(iter(rows))[0])
 
-    async def _lean_page(self, after: int, until: int, size: int) -> Sequence[ReplayRow]:
+    async def _lean_page(self, after: int, until: int, size: int) -> Sequence[LeanRow]:
         rows = self._row_pages(_REPLAY_COLUMNS, after, until, None, limit=size)
         return [row async for page in rows for row in page]
 
@@ -436,20 +463,32 @@ class SQLiteStore(GroupCommitLog):
 
 
 def check_chain_file(path: str, until: int) -> ChainReport:
-    """The chain check of the log at `path` up to `until`, run in this (worker) process."""
+    """The chain check of the log at `path` up to `until`, run in this (worker) process.
+
+    SQLite walks the log, renders each event's canonical bytes and hands them to the
+    checker's quick `follows`, up to the first event that does not follow (or that it
+    cannot render). That one is read whole and checked closely: it is bad, or it was
+    rendered otherwise than `canonical_bytes` would (no event Tracker writes is), and
+    the walk goes on after it.
+    """
     checker = ChainChecker()
-    query = (
-        f"SELECT {_COLUMNS} FROM events WHERE position > ? AND position <= ? "
-        f"ORDER BY position LIMIT {READ_PAGE}"
-    )
     connection = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
+    connection.create_function("follows", 3, checker.follows)
     try:
         while True:
-            rows = connection.execute(query, (checker.position, until)).fetchall()
-            for row in rows:
-                checker.check_row(row)
-            if len(rows) < READ_PAGE:
+            try:
+                stop = connection.execute(_FIRST_NOT_FOLLOWING, (checker.position, until))
+                if stop.fetchone() is None:
+                    return checker.report()
+            except sqlite3.Error:
+                pass  # a column it cannot render: the next event is read whole
+            try:
+                row = connection.execute(_NEXT_EVENT, (checker.position, until)).fetchone()
+            except sqlite3.Error as exc:
+                raise StorageError(f"the event log cannot be read: {exc}") from exc
+            if row is None:
                 return checker.report()
+            checker.check_row(row)
     except BadEvent as bad:
         return checker.report(bad)
     finally:

@@ -13,7 +13,8 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
-from tracker.events.records import Recorded, ReplayRow
+from tracker.events.reading import ReplayCallback
+from tracker.events.records import Recorded
 from tracker.events.types import BaseEvent
 from tracker.events.verify import ChainReport
 
@@ -100,10 +101,10 @@ class EventStore(Protocol):
         ...
 
     async def replay(
-        self, callback: Callable[[ReplayRow], object], after: int = 0, until: int | None = None
+        self, callback: ReplayCallback, after: int = 0, until: int | None = None
     ) -> int:
-        """Call `callback` with every event after `after` (up to `until`), in order, as the
-        lean `ReplayRow` a projection needs; return how many."""
+        """Hand every event after `after` (up to `until`) to `callback`, a page at a time,
+        in order, decoded as the `ReplayRow` a projection needs; return how many."""
         ...
 
     async def check_chain(self, until: int) -> ChainReport:

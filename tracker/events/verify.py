@@ -1,10 +1,14 @@
-"""Checking a log event by event: gap-free positions, an unbroken hash chain, stream versions."""
+"""Checking a log event by event: gap-free positions and an unbroken hash chain.
+
+(That every stream's versions run on without a gap is for the projections to
+check: they apply every event of a stream in turn.)
+"""
 
 from __future__ import annotations
 
 import msgspec
 
-from tracker.errors import CorruptLog
+from tracker.errors import BadEvent
 from tracker.events import codec
 from tracker.events.records import (
     GENESIS_HASH,
@@ -14,15 +18,6 @@ from tracker.events.records import (
     chain_hash,
     record_row,
 )
-
-
-class BadEvent(CorruptLog):
-    """The log is wrong at `position`, for `reason`."""
-
-    def __init__(self, position: int, reason: str) -> None:
-        super().__init__(f"position {position}: {reason}")
-        self.position = position
-        self.reason = reason
 
 
 class ChainReport(msgspec.Struct, frozen=True):
@@ -46,19 +41,27 @@ class ChainChecker:
     def __init__(self) -> None:
         self.position = 0
         self.hash = GENESIS_HASH
-        self._versions: dict[str, int] = {}
 
     def check(self, event: Recorded) -> None:
         """Check the next event against everything seen before it, and that its data decodes."""
         self.check_row(record_row(event))
+        codec.decode(event)  # BadEvent if it cannot be read
+
+    def follows(self, position: int, canonical: bytes, hash_: str) -> bool:
+        """Whether an event, given by its position, `canonical_bytes` and hash, comes right
+        after the last one checked, chained to it; if so, it is the last one checked now.
+        (The quick check of an event whose columns need not be read one by one.)"""
         try:
-            codec.decode(event)
-        except CorruptLog as exc:
-            raise BadEvent(event.position, str(exc)) from exc
+            if position != self.position + 1 or hash_ != chain_hash(self.hash, canonical):
+                return False
+        except TypeError:  # not bytes: a damaged row, for `check_row` to name
+            return False
+        self.position, self.hash = position, hash_
+        return True
 
     def check_row(self, row: RecordRow) -> None:
-        """Check the next event's position, hash and stream version (not its data: a
-        projection that applies the event decodes it anyway)."""
+        """Check the next event's position and hash (not its data: a projection that
+        applies the event decodes it anyway)."""
         position, stream, version, type_, schema, data, actor, recorded_at, hash_ = row
         expected_position = self.position + 1
         if position != expected_position:
@@ -76,13 +79,6 @@ class ChainChecker:
                 "its hash does not match its content and the event before it"
                 " (an event was edited, inserted or moved)",
             )
-        expected_version = self._versions.get(stream, 0) + 1
-        if version != expected_version:
-            raise BadEvent(
-                position,
-                f"stream {stream!r} jumps to version {version}, expected {expected_version}",
-            )
-        self._versions[stream] = version
         self.position = position
         self.hash = hash_
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import msgspec
+from msgspec import UNSET
 
 from tracker.clock import format_timestamp
 from tracker.errors import CorruptLog
 from tracker.events.types import (
+    BaseEvent,
     TaskCreated,
     TaskDeleted,
     TaskUpdated,
@@ -20,7 +25,12 @@ from tracker.events.types import (
 
 TaskEvent = TaskCreated | TaskUpdated | TaskDeleted | TimerEvent
 
+Applier = Callable[[Any, str, int, str], str | None]
+"""Applies one event of a known type: `applier(event, stream, version, recorded_at)`;
+returns the id of the task it changed, if any."""
+
 TASK_STREAM_PREFIX = "task-"
+_PREFIX_LENGTH = len(TASK_STREAM_PREFIX)
 
 
 def task_stream(task_id: str) -> str:
@@ -89,6 +99,17 @@ class Board:
         """owner -> every task id it ever had, deleted tasks included."""
         self.clocks: dict[str, RunClock] = {}
         """task id -> its timer's current run, while running or paused."""
+        self.appliers: dict[type[BaseEvent], Applier] = {
+            TaskCreated: self._create,
+            TaskUpdated: self._update,
+            TaskDeleted: self._delete,
+            TimerStarted: self._start_timer,
+            TimerPaused: self._pause_timer,
+            TimerResumed: self._resume_timer,
+            TimerStopped: self._stop_timer,
+            TimerFinished: self._finish_timer,
+        }
+        """The applier of each task and timer event type (`apply` dispatches to them)."""
 
     def tasks_of(self, owner: str) -> list[Task]:
         """The owner's live tasks, oldest first."""
@@ -132,82 +153,132 @@ class Board:
     def apply(self, event: TaskEvent, stream: str, version: int, at: str) -> str:
         """Apply one task or timer event (the `version` of `stream`, recorded `at`); return
         the id of the task it changed."""
-        if isinstance(event, TaskCreated):
-            task = Task(
-                id=event.task_id,
-                title=event.title,
-                notes=event.notes,
-                done=False,
-                version=version,
-                created_at=at,
-                updated_at=at,
-            )
-            self.owners[event.task_id] = event.owner
-            self.owned_ever.setdefault(event.owner, []).append(event.task_id)
-            self.live[event.task_id] = task
-            self.tasks.setdefault(event.owner, {})[event.task_id] = task
-            return event.task_id
-        task_id = stream.removeprefix(TASK_STREAM_PREFIX)
-        if isinstance(event, TaskDeleted):
-            if self.live.pop(task_id, None) is None:
-                raise _gone(task_id)
-            self.clocks.pop(task_id, None)
-            owner = self.owners[task_id]
-            owned = self.tasks[owner]
-            del owned[task_id]
-            if not owned:
-                del self.tasks[owner]
-            return task_id
-        changed = self.live.get(task_id)
-        if changed is None:
-            raise _gone(task_id)
-        if isinstance(event, TaskUpdated):
-            if event.title is not msgspec.UNSET:
-                changed.title = event.title
-            if event.notes is not msgspec.UNSET:
-                changed.notes = event.notes
-            if event.done is not msgspec.UNSET:
-                changed.done = event.done
-        else:
-            self._apply_timer(changed, event)
-        changed.version = version
-        changed.updated_at = at
+        task_id = self.appliers[type(event)](event, stream, version, at)
+        assert task_id is not None  # every task applier names its task
         return task_id
 
-    def _apply_timer(self, task: Task, event: TimerEvent) -> None:
-        if isinstance(event, TimerStarted):
-            task.timer = Timer(
-                state="running",
-                duration_seconds=event.duration_seconds,
-                remaining_seconds=float(event.duration_seconds),
-                started_at=format_timestamp(event.at),
-                ends_at=format_timestamp(event.ends_at),
+    def _create(self, event: TaskCreated, stream: str, version: int, at: str) -> str:
+        task_id, owner = event.task_id, event.owner
+        if task_id in self.owners or stream != TASK_STREAM_PREFIX + task_id:
+            raise CorruptLog(
+                f"stream {stream!r} creates task {task_id!r}: a task is created once,"
+                " by the first event of the stream named after it"
             )
-            self.clocks[task.id] = RunClock(event.run, event.at, event.ends_at)
-            return
+        if version != 1:
+            raise version_jump(stream, version, 1)
+        task = Task(
+            id=task_id,
+            title=event.title,
+            notes=event.notes,
+            done=False,
+            version=version,
+            created_at=at,
+            updated_at=at,
+        )
+        self.owners[task_id] = owner
+        self.live[task_id] = task
+        owned_ever = self.owned_ever.get(owner)
+        if owned_ever is None:
+            self.owned_ever[owner] = [task_id]
+            self.tasks[owner] = {task_id: task}
+            return task_id
+        owned_ever.append(task_id)
+        owned = self.tasks.get(owner)
+        if owned is None:
+            self.tasks[owner] = {task_id: task}
+        else:
+            owned[task_id] = task
+        return task_id
+
+    def _update(self, event: TaskUpdated, stream: str, version: int, at: str) -> str:
+        task = self._changed(stream, version, at)
+        if event.title is not UNSET:
+            task.title = event.title
+        if event.notes is not UNSET:
+            task.notes = event.notes
+        if event.done is not UNSET:
+            task.done = event.done
+        return task.id
+
+    def _delete(self, event: TaskDeleted, stream: str, version: int, at: str) -> str:
+        task_id = self._changed(stream, version, at).id
+        del self.live[task_id]
+        self.clocks.pop(task_id, None)
+        owner = self.owners[task_id]
+        owned = self.tasks[owner]
+        del owned[task_id]
+        if not owned:
+            del self.tasks[owner]
+        return task_id
+
+    def _start_timer(self, event: TimerStarted, stream: str, version: int, at: str) -> str:
+        task = self._changed(stream, version, at)
+        task.timer = Timer(
+            state="running",
+            duration_seconds=event.duration_seconds,
+            remaining_seconds=float(event.duration_seconds),
+            started_at=format_timestamp(event.at),
+            ends_at=format_timestamp(event.ends_at),
+        )
+        self.clocks[task.id] = RunClock(event.run, event.at, event.ends_at)
+        return task.id
+
+    def _resume_timer(self, event: TimerResumed, stream: str, version: int, at: str) -> str:
+        task = self._changed(stream, version, at)
+        timer, clock = self._run(task, event.run)
+        timer.state, timer.ends_at = "running", format_timestamp(event.ends_at)
+        clock.running_since, clock.ends_at = event.at, event.ends_at
+        return task.id
+
+    def _pause_timer(self, event: TimerPaused, stream: str, version: int, at: str) -> str:
+        task = self._changed(stream, version, at)
+        timer = self._halt(task, event.run, event.at)
+        timer.state = "paused"
+        return task.id
+
+    def _stop_timer(self, event: TimerStopped, stream: str, version: int, at: str) -> str:
+        task = self._changed(stream, version, at)
+        self._halt(task, event.run, event.at)
+        task.timer = None
+        del self.clocks[task.id]
+        return task.id
+
+    def _finish_timer(self, event: TimerFinished, stream: str, version: int, at: str) -> str:
+        task = self._changed(stream, version, at)
+        timer = self._halt(task, event.run, event.finished_at)
+        timer.state, timer.remaining_seconds = "finished", 0.0
+        timer.finished_at = format_timestamp(event.finished_at)
+        del self.clocks[task.id]
+        return task.id
+
+    def _changed(self, stream: str, version: int, at: str) -> Task:
+        """The live task of `stream`, now at `version` (the next one) and updated `at`."""
+        task = self.live.get(stream[_PREFIX_LENGTH:])
+        if task is None:
+            raise _gone(stream[_PREFIX_LENGTH:])
+        if version != task.version + 1:
+            raise version_jump(stream, version, task.version + 1)
+        task.version = version
+        task.updated_at = at
+        return task
+
+    def _run(self, task: Task, run: str) -> tuple[Timer, RunClock]:
+        """The task's timer and the clock of its current run, which must be `run`."""
         clock = self.clocks.get(task.id)
-        if clock is None or clock.run != event.run or task.timer is None:
-            raise CorruptLog(f"an event of timer run {event.run!r} that is not running")
-        timer = task.timer
-        if isinstance(event, TimerResumed):
-            timer.state, timer.ends_at = "running", format_timestamp(event.ends_at)
-            clock.running_since, clock.ends_at = event.at, event.ends_at
-            return
-        stopped_at = event.finished_at if isinstance(event, TimerFinished) else event.at
+        if clock is None or clock.run != run or task.timer is None:
+            raise CorruptLog(f"an event of timer run {run!r} that is not running")
+        return task.timer, clock
+
+    def _halt(self, task: Task, run: str, stopped_at: float) -> Timer:
+        """Stop the clock of `run` at `stopped_at`: the time it ran is tracked, and what was
+        left of it remains."""
+        timer, clock = self._run(task, run)
         if clock.running_since is not None:
             task.tracked_seconds = round(task.tracked_seconds + stopped_at - clock.running_since, 3)
             timer.remaining_seconds = round(max(0.0, clock.ends_at - stopped_at), 3)
         clock.running_since = None
         timer.ends_at = None
-        if isinstance(event, TimerPaused):
-            timer.state = "paused"
-        elif isinstance(event, TimerStopped):
-            task.timer = None
-            del self.clocks[task.id]
-        else:
-            timer.state, timer.remaining_seconds = "finished", 0.0
-            timer.finished_at = format_timestamp(event.finished_at)
-            del self.clocks[task.id]
+        return timer
 
     def detached(self, task: Task, now: float) -> Task:
         """`view`, as a copy that later events will not change."""
@@ -228,6 +299,11 @@ class Board:
         )
         tracked = round(task.tracked_seconds + max(0.0, now - clock.running_since), 3)
         return msgspec.structs.replace(task, tracked_seconds=tracked, timer=timer)
+
+
+def version_jump(stream: str, version: int, expected: int) -> CorruptLog:
+    """The error of an event that is not the next of its stream."""
+    return CorruptLog(f"stream {stream!r} jumps to version {version}, expected {expected}")
 
 
 def _gone(task_id: str) -> CorruptLog:

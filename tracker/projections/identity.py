@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from tracker.events.types import GuestClaimed, GuestStarted, SessionRevoked, UserRegistered
+from tracker.projections.board import version_jump
 
 PRINCIPAL_STREAM_PREFIX = "principal-"
 USERNAME_STREAM_PREFIX = "username-"
@@ -43,6 +44,8 @@ class Identities(msgspec.Struct):
     """guest id -> the user that claimed it."""
     revoked: dict[str, int] = msgspec.field(default_factory=dict)
     """jti of a logged-out token -> when it expires (epoch seconds)."""
+    versions: dict[str, int] = msgspec.field(default_factory=dict)
+    """identity stream (of a principal, of a username) -> its version."""
 
     def kind_of(self, principal_id: str) -> str | None:
         """The principal's kind, or None if the log never saw it (or it was claimed)."""
@@ -60,8 +63,12 @@ class Identities(msgspec.Struct):
         """The principal and every guest it claimed: whose tasks it has."""
         return [principal_id, *(g for g, user in self.claimed.items() if user == principal_id)]
 
-    def apply(self, event: IdentityEvent) -> None:
-        """Apply one identity event."""
+    def apply(self, event: IdentityEvent, stream: str, version: int) -> None:
+        """Apply one identity event, the `version` of `stream` (which must be its next)."""
+        expected = self.versions.get(stream, 0) + 1
+        if version != expected:
+            raise version_jump(stream, version, expected)
+        self.versions[stream] = version
         match event:
             case GuestStarted():
                 self.kinds[event.principal_id] = "guest"

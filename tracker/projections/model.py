@@ -9,23 +9,37 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import msgspec
 
-from tracker.errors import CorruptLog
+from tracker.errors import BadEvent, CorruptLog
 from tracker.events import codec
 from tracker.events.records import Recorded, ReplayRow
 from tracker.events.store import EventStore, Snapshot
-from tracker.events.types import GuestClaimed
-from tracker.projections.board import Board, RunClock, Task, TaskChange
+from tracker.events.types import (
+    BaseEvent,
+    GuestClaimed,
+    GuestStarted,
+    SessionRevoked,
+    UserRegistered,
+)
+from tracker.projections.board import (
+    TASK_STREAM_PREFIX,
+    Applier,
+    Board,
+    RunClock,
+    Task,
+    TaskChange,
+)
 from tracker.projections.identity import Identities, IdentityEvent
 
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_NAME = "read-model"
-SNAPSHOT_FORMAT = 3
+SNAPSHOT_FORMAT = 4
 """Bump whenever a projection changes what it derives: older snapshots are then rebuilt."""
 
 
@@ -50,6 +64,13 @@ class ReadModel:
         self.snapshot_position = 0
         """The position of the snapshot this model was loaded from (0: none)."""
         self._listeners: list[ChangeListener] = []
+        self._appliers: dict[type[BaseEvent], Applier] = {
+            **self.board.appliers,
+            GuestStarted: self._apply_identity,
+            UserRegistered: self._apply_identity,
+            SessionRevoked: self._apply_identity,
+            GuestClaimed: self._apply_claim,
+        }
 
     def add_listener(self, listener: ChangeListener) -> None:
         """Call `listener` with the task changes of every batch applied from now on."""
@@ -77,41 +98,43 @@ class ReadModel:
         return changes
 
     def apply(self, recorded: Recorded) -> str | None:
-        """Apply one event, which must come right after `position`; return the task it changed."""
-        return self.apply_row(
-            (
-                recorded.position,
-                recorded.stream,
-                recorded.version,
-                recorded.type,
-                recorded.schema,
-                recorded.data,
-                recorded.recorded_at,
-            )
+        """Apply one event, which must come right after `position`; return the id of the
+        task it changed (the task its stream is of), if any."""
+        event = codec.decode(recorded)
+        stream = recorded.stream
+        self.apply_rows(
+            [(recorded.position, stream, recorded.version, recorded.recorded_at, event)]
         )
+        return stream[len(TASK_STREAM_PREFIX) :] if stream.startswith(TASK_STREAM_PREFIX) else None
 
-    def apply_row(self, row: ReplayRow) -> str | None:
-        """`apply`, for the lean rows a replay reads."""
-        position, stream, version, type_, schema, data, recorded_at = row
-        if position != self.position + 1:
-            raise CorruptLog(f"event {position} applied after {self.position}: the log has a gap")
-        event = codec.decode_data(type_, schema, data, position)
-        if isinstance(event, IdentityEvent):
-            self.identities.apply(event)
-            if isinstance(event, GuestClaimed):
-                self.board.transfer(event.guest_id, event.user_id)
-            task_id = None
-        else:
-            try:
-                task_id = self.board.apply(event, stream, version, recorded_at)
-            except CorruptLog as exc:
-                raise CorruptLog(f"event {position}: {exc}") from exc
-        self.position = position
-        return task_id
+    def apply_rows(self, rows: Iterable[ReplayRow]) -> None:
+        """Apply replayed events in order, the first right after `position` (a replay's
+        fast path: `BadEvent` names the first one that cannot be applied)."""
+        appliers = self._appliers
+        last = self.position
+        try:
+            for position, stream, version, recorded_at, event in rows:
+                if position != last + 1:
+                    raise _gap(last, position)
+                appliers[type(event)](event, stream, version, recorded_at)
+                last = position
+        except BadEvent:
+            raise
+        except CorruptLog as exc:
+            raise BadEvent(last + 1, str(exc)) from exc
+        finally:
+            self.position = last
+
+    def _apply_identity(self, event: IdentityEvent, stream: str, version: int, at: str) -> None:
+        self.identities.apply(event, stream, version)
+
+    def _apply_claim(self, event: GuestClaimed, stream: str, version: int, at: str) -> None:
+        self.identities.apply(event, stream, version)
+        self.board.transfer(event.guest_id, event.user_id)
 
     async def catch_up(self, store: EventStore, until: int | None = None) -> int:
         """Apply every event after `position` (up to `until`); return how many."""
-        return await store.replay(self.apply_row, after=self.position, until=until)
+        return await store.replay(self.apply_rows, after=self.position, until=until)
 
     # Snapshots
 
@@ -182,9 +205,13 @@ class ReadModel:
         model = await cls.from_snapshot(store)
         if until is not None and model.position > until:
             model = cls()
-        with cycle_collector_paused():
+        with replaying():
             await model.catch_up(store, until)
         return model
+
+
+def _gap(last: int, found: int) -> BadEvent:
+    return BadEvent(last + 1, f"expected event {last + 1}, found {found}: the log has a gap")
 
 
 async def snapshot_problem(store: EventStore, snapshot: Snapshot) -> str | None:
@@ -199,18 +226,28 @@ async def snapshot_problem(store: EventStore, snapshot: Snapshot) -> str | None:
     return None
 
 
-@contextmanager
-def cycle_collector_paused() -> Iterator[None]:
-    """Pause the cycle collector during a replay.
+REPLAY_SWITCH_SECONDS = 0.0001
+"""How long the database's thread waits for the GIL, during a replay, before it asks for it."""
 
-    A replay allocates only objects that cannot form cycles, by the hundred
-    thousand: the collector would walk them again and again for nothing.
+
+@contextmanager
+def replaying() -> Iterator[None]:
+    """The interpreter's settings for a replay, as long as it runs.
+
+    The cycle collector is paused: a replay allocates only objects that cannot form
+    cycles, by the hundred thousand, and the collector would walk them again and again
+    for nothing. And the GIL changes hands sooner: the database's thread builds the next
+    page while this one applies the page before, and each of the few times a page it
+    needs the GIL back, it would wait a whole switch interval (5 ms by default) for
+    this busy thread to let go of it.
     """
-    collecting = gc.isenabled()
+    collecting, switch_interval = gc.isenabled(), sys.getswitchinterval()
     gc.disable()
+    sys.setswitchinterval(min(switch_interval, REPLAY_SWITCH_SECONDS))
     try:
         yield
     finally:
+        sys.setswitchinterval(switch_interval)
         if collecting:
             gc.enable()
 
