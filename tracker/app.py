@@ -19,6 +19,7 @@ from tracker.config import Settings
 from tracker.http import api, openapi, pages, ws
 from tracker.http.errors import EXCEPTION_HANDLERS
 from tracker.http.middleware import EdgeMiddleware
+from tracker.http.task_lists import TaskLists
 from tracker.live import Hub
 from tracker.projections.model import ReadModel
 from tracker.service import Tracker
@@ -66,6 +67,8 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Starlette:
             model.add_listener(supervisor.on_changes)
             hub = Hub(model, clock)
             model.add_listener(hub.on_changes)
+            task_lists = TaskLists(model.board, clock)
+            model.add_listener(task_lists.on_changes)
             app.state.hub = hub  # for the server's shutdown: sockets close with 1001
             _tune_runtime()
             try:
@@ -80,6 +83,7 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Starlette:
                         yield {
                             "tracker": tracker,
                             "hub": hub,
+                            "task_lists": task_lists,
                             "cookie_secure": settings.cookie_secure,
                         }
                     finally:

@@ -10,6 +10,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from tracker.audit import DEFAULT_LIMIT, EventQuery
 from tracker.auth import Principal, Session
@@ -26,6 +27,7 @@ from tracker.http.session import (
     credentials,
     set_session_cookie,
 )
+from tracker.http.task_lists import TaskList, TaskLists
 from tracker.projections.board import Task, task_stream
 from tracker.service import Tracker
 
@@ -34,13 +36,6 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _POSITION = re.compile(r"[0-9]{1,18}")
 _IF_MATCH = re.compile(r'"(?P<quoted>[0-9]{1,18})"|(?P<bare>[0-9]{1,18})')
-
-
-class TaskList(msgspec.Struct):
-    """A principal's tasks, oldest first, and the log position they reflect."""
-
-    tasks: list[Task]
-    position: int
 
 
 class EventList(msgspec.Struct):
@@ -76,6 +71,12 @@ def tracker_of(request: Request) -> Tracker:
     """The application the lifespan built for this app."""
     tracker: Tracker = request.state.tracker
     return tracker
+
+
+def task_lists_of(request: Request) -> TaskLists:
+    """The encoded task lists the lifespan keeps for this app."""
+    task_lists: TaskLists = request.state.task_lists
+    return task_lists
 
 
 def cookie_secure(request: Request) -> bool:
@@ -124,9 +125,10 @@ async def me(request: Request) -> Response:
 async def list_tasks(request: Request) -> Response:
     tracker = tracker_of(request)
     principal = await authenticate(request, tracker)
-    as_of = request.query_params.get("as_of")
+    as_of = request.query_params.get("as_of") if request.scope["query_string"] else None
     if as_of is None:
-        return json_response(TaskList(tracker.tasks(principal), tracker.model.position))
+        body = task_lists_of(request).encoded(principal.id, tracker.model.position)
+        return Response(body, media_type="application/json")
     position = _position(as_of)
     return json_response(TaskList(await tracker.tasks_as_of(principal, position), position))
 
@@ -260,19 +262,25 @@ def _position(text: str) -> int:
     return int(text)
 
 
-def by_method(**handlers: Endpoint) -> Endpoint:
-    """One endpoint for several methods of a path, so that a 405 names them all in `Allow`."""
-    if "GET" in handlers:
-        handlers.setdefault("HEAD", handlers["GET"])
+class ByMethod:
+    """The ASGI app of one path: an endpoint per method, so that a 405 names them all in
+    `Allow`. What an endpoint raises goes on to the app's exception handlers (through
+    Starlette's `ExceptionMiddleware`: this app leaves out the second such layer that
+    Starlette puts around each endpoint function)."""
 
-    async def endpoint(request: Request) -> Response:
-        return await handlers[request.method](request)
+    def __init__(self, **handlers: Endpoint) -> None:
+        if "GET" in handlers:
+            handlers.setdefault("HEAD", handlers["GET"])
+        self.handlers = handlers
 
-    return endpoint
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        response = await self.handlers[request.method](request)
+        await response(scope, receive, send)
 
 
 def _route(path: str, **handlers: Endpoint) -> Route:
-    return Route(path, by_method(**handlers), methods=list(handlers))
+    return Route(path, ByMethod(**handlers), methods=list(handlers))
 
 
 ROUTES: list[BaseRoute] = [  # the busiest first: the router tries them in order

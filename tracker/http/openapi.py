@@ -19,8 +19,9 @@ from starlette.routing import BaseRoute, Route
 from tracker import __version__
 from tracker.auth import Principal
 from tracker.domain import CreateTask, Credentials, NewCredentials, StartTimer, UpdateTask
-from tracker.http.api import AuthResult, EventList, EventPage, Health, TaskList
+from tracker.http.api import AuthResult, EventList, EventPage, Health
 from tracker.http.errors import ErrorBody
+from tracker.http.task_lists import TaskList
 from tracker.projections.board import Task
 
 REF = "#/components/schemas/{name}"

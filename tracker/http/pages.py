@@ -18,8 +18,9 @@ from tracker.auth import Principal, Session
 from tracker.clock import format_timestamp
 from tracker.errors import AuthError
 from tracker.http import openapi
-from tracker.http.api import TaskList, cookie_secure, tracker_of
+from tracker.http.api import cookie_secure, tracker_of
 from tracker.http.session import authenticate, authenticate_if_any, set_session_cookie
+from tracker.http.task_lists import TaskList
 from tracker.projections.board import Timer
 
 
