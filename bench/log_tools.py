@@ -10,7 +10,6 @@ projection, stays flat.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -71,18 +70,18 @@ def run(options: Options) -> list[Figure]:
 
 
 def _run_command(command: str, db: Path, workdir: Path) -> tuple[float, int]:
-    """Run `tracker COMMAND` on `db`; its wall seconds and peak RSS (KiB)."""
-    args = [sys.executable, "-m", "tracker", command, "--db", str(db)]
+    """Run `tracker COMMAND` on `db`; its wall seconds and peak RSS (KiB: the command's
+    own process, not the worker that `verify` checks the chain in)."""
+    peak = workdir / "peak-rss"
+    args = [sys.executable, "-m", "bench.peak", str(peak), "-m", "tracker", command]
+    args += ["--db", str(db)]
     if command == "export":
         backup = workdir / "backup.ndjson"
         backup.unlink(missing_ok=True)
         args.append(str(backup))
     started = time.perf_counter()
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
+    finished = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    stderr = process.stderr.read() if process.stderr is not None else b""
-    if process.returncode != 0:
-        raise RuntimeError(f"tracker {command} failed: {stderr.decode(errors='replace')}")
-    return seconds, usage.ru_maxrss
+    if finished.returncode != 0:
+        raise RuntimeError(f"tracker {command} failed: {finished.stderr.decode(errors='replace')}")
+    return seconds, int(peak.read_text())
