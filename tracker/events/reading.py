@@ -151,8 +151,9 @@ async def replay_pages(pages: AsyncIterator[ReplayPage], callback: ReplayCallbac
 
 def follows(page: Sequence[ReplayRow], last: int) -> bool:
     """Whether the page's positions run on from `last` without a gap (an empty page does
-    not: it is read again row by row, to be sure the log ends there)."""
-    return bool(page) and [row[0] for row in page] == list(range(last + 1, last + 1 + len(page)))
+    not: it is read again row by row, to be sure the log ends there). Positions only
+    grow within a page (it is read in the order of the log's key), so its ends tell."""
+    return bool(page) and page[0][0] == last + 1 and page[-1][0] == last + len(page)
 
 
 def record(row: Any) -> Recorded:

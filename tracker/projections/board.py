@@ -38,6 +38,11 @@ def task_stream(task_id: str) -> str:
     return TASK_STREAM_PREFIX + task_id
 
 
+def task_of(stream: str) -> str | None:
+    """The id of the task whose events `stream` holds, if it holds a task's."""
+    return stream[_PREFIX_LENGTH:] if stream.startswith(TASK_STREAM_PREFIX) else None
+
+
 class Timer(msgspec.Struct, kw_only=True, gc=False):
     """A task's countdown (see the contract's Timer object)."""
 

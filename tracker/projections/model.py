@@ -27,12 +27,12 @@ from tracker.events.types import (
     UserRegistered,
 )
 from tracker.projections.board import (
-    TASK_STREAM_PREFIX,
     Applier,
     Board,
     RunClock,
     Task,
     TaskChange,
+    task_of,
 )
 from tracker.projections.identity import Identities, IdentityEvent
 
@@ -80,11 +80,12 @@ class ReadModel:
         """The store's commit listener: apply every committed batch at once."""
         self.apply_all(records)
 
-    def apply_all(self, records: Iterable[Recorded]) -> list[TaskChange]:
+    def apply_all(self, records: Sequence[Recorded]) -> list[TaskChange]:
         """Apply committed events in position order; tell listeners how each task now stands."""
+        self.apply_rows(list(map(_replay_row, records)))
         changed: dict[str, bool] = {}  # task id -> whether its timer finished
         for recorded in records:
-            task_id = self.apply(recorded)
+            task_id = task_of(recorded.stream)
             if task_id is not None:
                 finished = recorded.type == "TimerFinished"
                 changed[task_id] = changed.get(task_id, False) or finished
@@ -100,12 +101,8 @@ class ReadModel:
     def apply(self, recorded: Recorded) -> str | None:
         """Apply one event, which must come right after `position`; return the id of the
         task it changed (the task its stream is of), if any."""
-        event = codec.decode(recorded)
-        stream = recorded.stream
-        self.apply_rows(
-            [(recorded.position, stream, recorded.version, recorded.recorded_at, event)]
-        )
-        return stream[len(TASK_STREAM_PREFIX) :] if stream.startswith(TASK_STREAM_PREFIX) else None
+        self.apply_rows([_replay_row(recorded)])
+        return task_of(recorded.stream)
 
     def apply_rows(self, rows: Iterable[ReplayRow]) -> None:
         """Apply replayed events in order, the first right after `position` (a replay's
@@ -208,6 +205,16 @@ class ReadModel:
         with replaying():
             await model.catch_up(store, until)
         return model
+
+
+def _replay_row(recorded: Recorded) -> ReplayRow:
+    return (
+        recorded.position,
+        recorded.stream,
+        recorded.version,
+        recorded.recorded_at,
+        codec.decode(recorded),
+    )
 
 
 def _gap(last: int, found: int) -> BadEvent:
