@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sqlite3
@@ -30,6 +29,7 @@ from bench import (
     ws_fanout,
 )
 from bench.common import RESULTS_DIR, Figure, Options, Unavailable
+from bench.pace import Pace
 
 Scenario = Callable[[Options], list[Figure]]
 
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = args.only or list(SCENARIOS)
 
     load = _load_average()
-    pace = [python_pace()]
+    pace = [Pace.now()]
     figures: list[Figure] = []
     failures: dict[str, str] = {}
     skipped: dict[str, str] = {}
@@ -81,10 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 traceback.print_exc()
                 failures[name] = f"{type(exc).__name__}: {exc}"
             timings[name] = time.perf_counter() - started
-    pace.append(python_pace())
+    pace.append(Pace.now())
 
     print(_table(figures))
-    print(f"pace: {pace[0]:.0f} ms at the start, {pace[1]:.0f} ms at the end (see python_pace)")
+    print(f"pace at the start: {pace[0]}; at the end: {pace[1]} (see bench.pace)")
     for figure in figures:
         if figure.note:
             print(f"{figure.scenario}: {figure.note}")
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
         "load_average_at_start": load,
-        "python_pace_ms": {"start": pace[0], "end": pace[1]},
+        "pace": {"start": vars(pace[0]), "end": vars(pace[1])},
         "scenarios": names,
         "scenario_seconds": timings,
         "failures": failures,
@@ -122,20 +122,6 @@ def _load_average() -> float:
             file=sys.stderr,
         )
     return load
-
-
-def python_pace() -> float:
-    """Milliseconds this machine takes, right now, for a fixed stretch of pure Python (a
-    million additions in a loop; the best of five). A shared VM's pace drifts by tens of
-    percent from hour to hour: figures of two runs compare only at about the same pace."""
-    best = math.inf
-    for _ in range(5):
-        started = time.perf_counter()
-        total = 0
-        for number in range(1_000_000):
-            total += number
-        best = min(best, time.perf_counter() - started)
-    return best * 1000
 
 
 def machine() -> dict[str, Any]:
