@@ -16,7 +16,6 @@ import anyio
 import msgspec
 
 from tracker import __version__
-from tracker.auth import load_or_create_secret
 from tracker.clock import format_timestamp, parse_timestamp, system_clock
 from tracker.config import ConfigError, Settings
 from tracker.errors import BadEvent, CorruptLog, TrackerError
@@ -181,6 +180,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _preflight(settings: Settings) -> int:
+    from tracker.auth import load_or_create_secret
+
     async with open_store(settings):
         pass
     if settings.secret_key is None:
