@@ -31,6 +31,16 @@ def decode_replay_page(page: str | bytes | None) -> list[ReplayRow] | None:
         return None
 
 
+_COMMONEST = {
+    name: rank
+    for rank, name in enumerate(
+        ["TaskUpdated", "TaskCreated", "TimerStarted", "TimerFinished", "TimerPaused"]
+    )
+}
+"""The types most events of a log are of, the commonest first (a CASE tries its branches
+in turn, and this one runs for every event a replay reads)."""
+
+
 def embeddable(data_begins_with: Callable[[bytes], str]) -> str:
     """SQL that is true for an event that a replay page may embed with its data as stored:
     its schema is its type's current one and its data begins with its type's tag (so it
@@ -43,16 +53,6 @@ def embeddable(data_begins_with: Callable[[bytes], str]) -> str:
         for name in by_frequency
     )
     return f"CASE type {cases} ELSE FALSE END"
-
-
-_COMMONEST = {
-    name: rank
-    for rank, name in enumerate(
-        ["TaskUpdated", "TaskCreated", "TimerStarted", "TimerFinished", "TimerPaused"]
-    )
-}
-"""The types most events of a log are of, the commonest first (a CASE tries its branches
-in turn, and this one runs for every event a replay reads)."""
 
 
 def _tag(name: str) -> bytes:

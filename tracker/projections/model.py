@@ -48,7 +48,8 @@ ChangeListener = Callable[[Sequence[TaskChange]], None]
 
 class _State(msgspec.Struct, array_like=True):
     position: int
-    tasks: list[tuple[str, Task]]
+    tasks: dict[str, dict[str, Task]]
+    """The board's own: decoded, it is the board's at once (maps keep their order)."""
     owners: dict[str, str]
     clocks: dict[str, RunClock]
     identities: Identities
@@ -139,11 +140,7 @@ class ReadModel:
         """The model's whole state as bytes (deterministic for a given log)."""
         state = _State(
             position=self.position,
-            tasks=[
-                (owner, task)
-                for owner, owned in self.board.tasks.items()
-                for task in owned.values()
-            ],
+            tasks=self.board.tasks,
             owners=self.board.owners,
             clocks=self.board.clocks,
             identities=self.identities,
@@ -156,8 +153,7 @@ class ReadModel:
         state = msgspec.msgpack.decode(data, type=_State)
         model = cls()
         model.position = state.position
-        for owner, task in state.tasks:
-            model.board.tasks.setdefault(owner, {})[task.id] = task
+        model.board.tasks = state.tasks
         model.board.owners = state.owners
         model.board.clocks = state.clocks
         model.board.index()
