@@ -38,15 +38,19 @@ BATCH = 100
 TRANSACTION = 100_000
 
 
-def cached_log(size: int, cache_dir: Path) -> Path:
-    """The path of a log of `size` events, generating it first if it is not cached."""
-    path = cache_dir / f"eventlog-{size}-v{GENERATOR_VERSION}.db"
+def cached_log(size: int, cache_dir: Path, tasks: int | None = None) -> Path:
+    """The path of a log of `size` events, generating it first if it is not cached. It
+    holds one guest per ten of its `tasks` (by default, one task per ten events)."""
+    if tasks == size // 10:
+        tasks = None
+    name = f"eventlog-{size}" + (f"-{tasks}-tasks" if tasks is not None else "")
+    path = cache_dir / f"{name}-v{GENERATOR_VERSION}.db"
     if not path.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
         for leftover in (partial, *_sidecars(partial)):
             leftover.unlink(missing_ok=True)
-        generate(partial, size)
+        generate(partial, size, tasks)
         partial.rename(path)
     return path
 
@@ -56,13 +60,13 @@ def copy_log(source: Path, target: Path) -> None:
     shutil.copyfile(source, target)
 
 
-def generate(path: Path, size: int) -> None:
-    """Write a log of `size` events into the new file `path`."""
+def generate(path: Path, size: int, tasks: int | None = None) -> None:
+    """Write a log of `size` events (with `tasks` tasks) into the new file `path`."""
     anyio.run(create_empty_log, path)
     connection = sqlite3.connect(path, isolation_level=None)
     try:
         connection.execute("PRAGMA synchronous = OFF")  # a cache: durability does not matter
-        write_rows(connection, _rows(size))
+        write_rows(connection, _rows(size, size // 10 if tasks is None else tasks))
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         connection.close()
@@ -85,10 +89,10 @@ def write_rows(connection: sqlite3.Connection, rows: Iterator[tuple[Any, ...]]) 
             return
 
 
-def _rows(size: int) -> Iterator[tuple[Any, ...]]:
+def _rows(size: int, tasks: int) -> Iterator[tuple[Any, ...]]:
     rng = random.Random(SEED)
-    guests = max(1, size // 100)
-    tasks = max(1, min(size - guests, size // 10))
+    guests = max(1, tasks // 10)
+    tasks = max(1, min(size - guests, tasks))
     kinds = ["C"] * (tasks - 1) + ["U"] * (size - guests - tasks) + ["G"] * (guests - 1)
     rng.shuffle(kinds)
     kinds = ["G", "C", *kinds][:size]
