@@ -74,6 +74,13 @@ class CorruptLog(TrackerError):
     """The database is not a Tracker log, or its history does not verify."""
 
 
+class VersionJump(CorruptLog):
+    """An event of the log is not the next of its stream."""
+
+    def __init__(self, stream: str, version: int, expected: int) -> None:
+        super().__init__(f"stream {stream!r} jumps to version {version}, expected {expected}")
+
+
 class BadEvent(CorruptLog):
     """The log is wrong at `position`, for `reason`."""
 

@@ -9,7 +9,7 @@ import msgspec
 from msgspec import UNSET
 
 from tracker.clock import format_timestamp
-from tracker.errors import CorruptLog
+from tracker.errors import CorruptLog, VersionJump
 from tracker.events.types import (
     BaseEvent,
     TaskCreated,
@@ -170,7 +170,7 @@ class Board:
                 " by the first event of the stream named after it"
             )
         if version != 1:
-            raise version_jump(stream, version, 1)
+            raise VersionJump(stream, version, 1)
         task = Task(
             id=task_id,
             title=event.title,
@@ -181,18 +181,9 @@ class Board:
             updated_at=at,
         )
         self.owners[task_id] = owner
+        self.owned_ever.setdefault(owner, []).append(task_id)
         self.live[task_id] = task
-        owned_ever = self.owned_ever.get(owner)
-        if owned_ever is None:
-            self.owned_ever[owner] = [task_id]
-            self.tasks[owner] = {task_id: task}
-            return task_id
-        owned_ever.append(task_id)
-        owned = self.tasks.get(owner)
-        if owned is None:
-            self.tasks[owner] = {task_id: task}
-        else:
-            owned[task_id] = task
+        self.tasks.setdefault(owner, {})[task_id] = task
         return task_id
 
     def _update(self, event: TaskUpdated, stream: str, version: int, at: str) -> str:
@@ -262,7 +253,7 @@ class Board:
         if task is None:
             raise _gone(stream[_PREFIX_LENGTH:])
         if version != task.version + 1:
-            raise version_jump(stream, version, task.version + 1)
+            raise VersionJump(stream, version, task.version + 1)
         task.version = version
         task.updated_at = at
         return task
@@ -304,11 +295,6 @@ class Board:
         )
         tracked = round(task.tracked_seconds + max(0.0, now - clock.running_since), 3)
         return msgspec.structs.replace(task, tracked_seconds=tracked, timer=timer)
-
-
-def version_jump(stream: str, version: int, expected: int) -> CorruptLog:
-    """The error of an event that is not the next of its stream."""
-    return CorruptLog(f"stream {stream!r} jumps to version {version}, expected {expected}")
 
 
 def _gone(task_id: str) -> CorruptLog:

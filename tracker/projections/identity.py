@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from tracker.errors import VersionJump
 from tracker.events.types import GuestClaimed, GuestStarted, SessionRevoked, UserRegistered
-from tracker.projections.board import version_jump
 
 PRINCIPAL_STREAM_PREFIX = "principal-"
 USERNAME_STREAM_PREFIX = "username-"
@@ -67,7 +67,7 @@ class Identities(msgspec.Struct):
         """Apply one identity event, the `version` of `stream` (which must be its next)."""
         expected = self.versions.get(stream, 0) + 1
         if version != expected:
-            raise version_jump(stream, version, expected)
+            raise VersionJump(stream, version, expected)
         self.versions[stream] = version
         match event:
             case GuestStarted():
