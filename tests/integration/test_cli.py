@@ -516,8 +516,8 @@ def corrupt_snapshot(db: Path, how: str) -> None:
         (data,) = connection.execute("SELECT data FROM snapshots").fetchone()
         if how == "state":
             state = msgspec.msgpack.decode(bytes(data))
-            _owner, task = state[1][0]
-            task["title"] = "rewritten history"
+            owned = next(iter(state[1].values()))  # the board's tasks: owner -> id -> task
+            next(iter(owned.values()))["title"] = "rewritten history"
             new = msgspec.msgpack.encode(state)
             connection.execute("UPDATE snapshots SET data = ?", (new,))
         elif how == "bytes":

@@ -317,7 +317,8 @@ def test_restart_after_sigterm_starts_from_the_snapshot(start_server: ServerFact
     row = snapshot_row(server.db)
     assert row is not None
     state = msgspec.msgpack.decode(row[2])
-    owner, task = state[1][0]
+    owner, owned = next(iter(state[1].items()))  # the board's tasks: owner -> id -> task
+    task = next(iter(owned.values()))
     task["title"] = "only in the snapshot"
     with sqlite3.connect(server.db) as connection:
         connection.execute(
