@@ -21,16 +21,13 @@ from tracker.http.errors import EXCEPTION_HANDLERS
 from tracker.http.middleware import EdgeMiddleware
 from tracker.http.task_lists import TaskLists
 from tracker.live import Hub
-from tracker.projections.model import ReadModel
+from tracker.projections.model import GIL_SWITCH_SECONDS, ReadModel
 from tracker.service import Tracker
 from tracker.snapshots import SnapshotKeeper
 from tracker.storage import open_store
 from tracker.timers import TimerSupervisor
 
 logger = logging.getLogger(__name__)
-
-GIL_SWITCH_SECONDS = 0.0001
-"""How long a worker thread waits for the GIL before it asks the event loop to hand it over."""
 
 
 def create_app(settings: Settings, clock: Clock = system_clock) -> Starlette:

@@ -229,8 +229,9 @@ async def snapshot_problem(store: EventStore, snapshot: Snapshot) -> str | None:
     return None
 
 
-REPLAY_SWITCH_SECONDS = 0.0001
-"""How long the database's thread waits for the GIL, during a replay, before it asks for it."""
+GIL_SWITCH_SECONDS = 0.0001
+"""How long a thread waits for the GIL before it asks the busy one to hand it over, during a
+replay and (set by the app) all the time a server runs: the default is 5 ms."""
 
 
 @contextmanager
@@ -246,7 +247,7 @@ def replaying() -> Iterator[None]:
     """
     collecting, switch_interval = gc.isenabled(), sys.getswitchinterval()
     gc.disable()
-    sys.setswitchinterval(min(switch_interval, REPLAY_SWITCH_SECONDS))
+    sys.setswitchinterval(min(switch_interval, GIL_SWITCH_SECONDS))
     try:
         yield
     finally:
