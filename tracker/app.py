@@ -103,10 +103,10 @@ def _tune_runtime() -> None:
     # What startup built lives as long as the process: keep the cycle collector
     # from walking it again and again under load.
     gc.freeze()
-    # A young collection costs about 80 us however few objects it finds, and at the
-    # default threshold (700 allocations) it ran every few requests: 5 % of a busy
-    # server's time. Every 10,000 allocations, most of a request's objects are gone
-    # before it looks (+12 % POST /api/tasks under wrk, five alternating runs).
+    # At the default threshold (700 allocations) a young collection ran every few
+    # requests, 78 us each on average: 5 % of a busy server's time. Every 10,000
+    # allocations, most of a request's objects are gone before it looks (+12 %
+    # POST /api/tasks under wrk, five alternating runs).
     # What outlives a young collection here is mostly a live socket's wait for its
     # next message, gone by the next tick. Collecting the middle generation often
     # only moves those waits into the oldest one and brings on full passes, each
