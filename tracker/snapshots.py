@@ -43,13 +43,15 @@ class SnapshotKeeper:
         """
         while True:
             await self._due.wait()
-            self._due = anyio.Event()
             while self._model.position - self._saved_at < self._every * LAG_LIMIT:
                 seen = self._model.position
                 await anyio.sleep(QUIET_SECONDS)
                 if self._model.position == seen:
                     break
             await self.save()
+            # Only now: the commits while it waited said the snapshot was due, and it was
+            # just saved. (If saving failed, the next commit says so again.)
+            self._due = anyio.Event()
 
     async def save(self) -> None:
         """Save a snapshot now if the model moved since the last one; failures only log."""

@@ -7,6 +7,7 @@ import logging
 import anyio
 import pytest
 
+from tracker import snapshots
 from tracker.errors import StorageError
 from tracker.events.sqlite import SQLiteStore
 from tracker.events.store import Snapshot
@@ -92,6 +93,34 @@ async def test_a_snapshot_is_saved_every_so_many_events(store: SQLiteStore) -> N
         await guests(store, "d", "e", "f")
         assert (await wait_for_snapshot(store, 6)).position == 6
         tasks.cancel_scope.cancel()
+
+
+async def test_commits_while_a_snapshot_waits_for_a_quiet_moment_bring_on_no_other(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshots, "QUIET_SECONDS", 0.05)
+    model = await live_model(store)
+    keeper = SnapshotKeeper(store, model, every=3)
+    saved: list[int] = []
+    save = store.save_snapshot
+
+    async def save_and_note(snapshot: Snapshot) -> None:
+        saved.append(snapshot.position)
+        await save(snapshot)
+
+    monkeypatch.setattr(store, "save_snapshot", save_and_note)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(keeper.run)
+        await guests(store, "a", "b", "c")  # due
+        await anyio.sleep(0.01)
+        await guests(store, "d")  # while the keeper waits for a quiet moment
+        await wait_for_snapshot(store, 4)
+        await guests(store, "e")  # one event on: the next is due at 7
+        await anyio.sleep(0.3)
+        tasks.cancel_scope.cancel()
+
+    assert saved == [4]
 
 
 async def test_with_every_0_snapshots_are_saved_only_when_asked(store: SQLiteStore) -> None:
