@@ -244,6 +244,23 @@ async def test_a_log_that_cannot_be_written_raises_storage_error_and_stays_usabl
     assert [(e.position, e.version) for e in written] == [(2, 2)]
 
 
+async def test_commits_copy_the_wal_back_into_the_file_while_the_store_is_open(
+    db_path: Path,
+) -> None:
+    page = "x" * 4000
+    wal_path = anyio.Path(db_path.with_name(db_path.name + "-wal"))
+    async with SQLiteStore.open(db_path) as store:
+        before = (await anyio.Path(db_path).stat()).st_size
+        for index in range(1500):  # about 6 MB of events: 1,500 pages, over the 1,000
+            event = TaskCreated(task_id=f"t{index}", owner="o", title="t", notes=page)
+            await store.append(f"task-{index}", 0, [event], "o")
+        copied = (await anyio.Path(db_path).stat()).st_size - before
+        wal = (await wal_path.stat()).st_size
+
+    assert copied > 3_000_000  # checkpointed while open, not only on closing
+    assert wal < 6_000_000  # and the WAL was reused, not grown with every commit
+
+
 async def test_closing_right_after_an_append_was_queued_does_not_hang(db_path: Path) -> None:
     hung = False
 
