@@ -18,7 +18,15 @@ from tracker.clock import format_timestamp
 from tracker.domain import CreateTask, Credentials, NewCredentials, StartTimer, UpdateTask
 from tracker.errors import BadRequest, NotFound, VersionConflict
 from tracker.events.records import Recorded
-from tracker.http.encoding import NDJSON, accepts, json_response, ndjson_response, read_json
+from tracker.http.encoding import (
+    NDJSON,
+    JSONResponse,
+    accepts,
+    encode,
+    json_response,
+    ndjson_response,
+    read_json,
+)
 from tracker.http.session import (
     authenticate,
     authenticate_if_any,
@@ -67,21 +75,25 @@ class Health(msgspec.Struct):
     position: int
 
 
+# What the lifespan yielded is in every request's scope (`request.state` wraps the same
+# dict in a new object per request).
+
+
 def tracker_of(request: Request) -> Tracker:
     """The application the lifespan built for this app."""
-    tracker: Tracker = request.state.tracker
+    tracker: Tracker = request.scope["state"]["tracker"]
     return tracker
 
 
 def task_lists_of(request: Request) -> TaskLists:
     """The encoded task lists the lifespan keeps for this app."""
-    task_lists: TaskLists = request.state.task_lists
+    task_lists: TaskLists = request.scope["state"]["task_lists"]
     return task_lists
 
 
 def cookie_secure(request: Request) -> bool:
     """Whether cookies must be Secure whatever the scheme (TRACKER_COOKIE_SECURE)."""
-    return bool(request.state.cookie_secure)
+    return bool(request.scope["state"]["cookie_secure"])
 
 
 async def healthz(request: Request) -> Response:
@@ -220,10 +232,10 @@ def timer_endpoint(action: TimerAction) -> Endpoint:
 
 def task_response(task: Task, status: int = 200, location: str | None = None) -> Response:
     """A task, with its version as the ETag."""
-    headers = {"ETag": f'"{task.version}"'}
+    headers = [(b"etag", b'"%d"' % task.version)]
     if location is not None:
-        headers["Location"] = location
-    return json_response(task, status, headers)
+        headers.append((b"location", location.encode("latin-1")))
+    return JSONResponse(encode(task), status, headers)
 
 
 def session_response(request: Request, session: Session, status: int) -> Response:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from typing import Any, TypeVar
 
 import msgspec
@@ -17,6 +17,8 @@ MAX_BODY = 64 * 1024
 T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
+encode = _encoder.encode
+"""`content` (Structs, lists, dicts) as JSON bytes."""
 
 
 class HTTPProblem(TrackerError):
@@ -29,11 +31,42 @@ class HTTPProblem(TrackerError):
         self.message = message
 
 
+RawHeaders = Iterable[tuple[bytes, bytes]]
+"""Response headers as ASGI sends them: lower-case names, latin-1 bytes."""
+
+
+class JSONResponse(Response):
+    """A JSON body encoded once, with its headers given as raw pairs.
+
+    Every API answer is one of these: Starlette's `Response` would turn a mapping of
+    headers into raw pairs, and look through them for its own, on every request.
+    """
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status: int = 200, headers: RawHeaders = ()) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            (b"content-length", b"%d" % len(body)),
+            (b"content-type", b"application/json"),
+            *headers,
+        ]
+
+
 def json_response(
-    content: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    """`content` (Structs, lists, dicts) as a JSON response, encoded once."""
-    return Response(_encoder.encode(content), status, headers, "application/json")
+    content: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """`content` (Structs, lists, dicts) as a JSON response."""
+    return JSONResponse(encode(content), status, _raw_headers(headers or {}))
+
+
+def _raw_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    """`headers` as ASGI sends them."""
+    return [
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
+    ]
 
 
 NDJSON = "application/x-ndjson"
@@ -75,11 +108,11 @@ def _decoder(type_: type[T]) -> msgspec.json.Decoder[T]:
 
 async def read_json(request: Request, type_: type[T]) -> T:
     """The request's JSON body as `type_`: 415, 413, 400 or 422 when it cannot be."""
-    if not is_json(request.headers.get("content-type", "")):
+    content_type, length = _body_headers(request.scope["headers"])
+    if content_type is None or not is_json(content_type.decode("latin-1")):
         raise HTTPProblem(
             415, "unsupported_media_type", "the body must be application/json (UTF-8)"
         )
-    length = request.headers.get("content-length")
     if length is not None and not (length.isascii() and length.isdigit()):
         raise BadRequest("invalid Content-Length")
     if length is not None and int(length) > MAX_BODY:
@@ -92,6 +125,17 @@ async def read_json(request: Request, type_: type[T]) -> T:
         raise
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON: {exc}") from exc
+
+
+def _body_headers(headers: RawHeaders) -> tuple[bytes | None, bytes | None]:
+    """The first Content-Type and Content-Length among a request's raw headers."""
+    content_type = length = None
+    for name, value in headers:
+        if name == b"content-type" and content_type is None:
+            content_type = value
+        elif name == b"content-length" and length is None:
+            length = value
+    return content_type, length
 
 
 async def _read_body(request: Request) -> bytes:
