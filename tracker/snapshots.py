@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 
 import anyio
+import anyio.lowlevel
 
 from tracker.errors import TrackerError
 from tracker.events.records import Recorded
@@ -16,6 +17,13 @@ logger = logging.getLogger(__name__)
 
 QUIET_SECONDS = 1.0
 LAG_LIMIT = 10
+ROOM_STEP = 1 << 20
+"""How much the encoding buffer grows at a time, between turns of the event loop."""
+FIRST_GUESS_BYTES_PER_EVENT = 128
+"""How large a snapshot is per event of the log, until one was saved (a log of new tasks
+with short titles: 130)."""
+
+_ZEROS = memoryview(bytes(ROOM_STEP))
 
 
 class SnapshotKeeper:
@@ -27,6 +35,9 @@ class SnapshotKeeper:
         self._every = every
         self._saved_at = model.snapshot_position
         self._due = anyio.Event()
+        self._buffer = bytearray()
+        """What snapshots are encoded into, kept from one to the next (see `_make_room`)."""
+        self._saved_size = 0
         if every:
             store.add_listener(self._on_commit)
 
@@ -57,15 +68,31 @@ class SnapshotKeeper:
         """Save a snapshot now if the model moved since the last one; failures only log."""
         if self._model.position == self._saved_at:
             return
+        await self._make_room()
         try:
-            snapshot = await self._model.save_snapshot(self._store)
+            snapshot = await self._model.save_snapshot(self._store, self._buffer)
         except TrackerError as exc:
             logger.warning("could not save a snapshot (%s): trying once more", exc)
             try:
-                snapshot = await self._model.save_snapshot(self._store)
+                snapshot = await self._model.save_snapshot(self._store, self._buffer)
             except TrackerError as again:
                 logger.warning("could not save a snapshot: %s", again)
                 return
         if snapshot is not None:
-            self._saved_at = snapshot.position
+            self._saved_at, self._saved_size = snapshot.position, len(snapshot.data)
             logger.info("snapshot saved at position %d", snapshot.position)
+
+    async def _make_room(self) -> None:
+        """Grow the buffer to the snapshot's likely size a step at a time, the event loop
+        running in between, rather than all at once inside the encoder.
+
+        Fresh memory costs a page fault every 4 KiB: on a virtual machine, growing the
+        buffer for 150,000 tasks inside the encoder held the loop for 100-200 ms.
+        """
+        if self._saved_size and self._saved_at:
+            expected = self._saved_size * self._model.position // self._saved_at
+        else:
+            expected = self._model.position * FIRST_GUESS_BYTES_PER_EVENT
+        while len(self._buffer) < expected:
+            self._buffer += _ZEROS[: expected - len(self._buffer)]
+            await anyio.lowlevel.checkpoint()

@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from msgspec.structs import replace
 
 from tests.integration.conftest import (
     ServerFactory,
@@ -32,6 +33,8 @@ from tests.integration.conftest import (
     run_cli,
 )
 from tracker.events.records import canonical_bytes, chain_hash
+from tracker.events.snapshot_files import delete_snapshots, read_snapshot, write_snapshot
+from tracker.projections.model import SNAPSHOT_NAME
 
 EVENT_FIELDS = {"position", "stream", "version", "type", "data", "actor", "recorded_at", "hash"}
 
@@ -95,10 +98,11 @@ def log(module_servers: ServerFactory) -> Log:
 
 
 def copy_db(log: Log, target: Path) -> Path:
-    """A copy of the stopped server's SQLite file (and its WAL, if any is left)."""
+    """A copy of the stopped server's SQLite file (and its WAL, if any is left, and its
+    snapshot)."""
     assert log.store.kind == "sqlite", "copy_db is for sqlite_only tests"
     target.mkdir(parents=True, exist_ok=True)
-    for suffix in ("", "-wal"):
+    for suffix in ("", "-wal", f"-snapshot-{SNAPSHOT_NAME}"):
         source = log.store.db.with_name(log.store.db.name + suffix)
         if source.exists():
             shutil.copy(source, target / f"tracker.db{suffix}")
@@ -371,11 +375,10 @@ def test_verify_passes_a_clean_log_and_checks_the_snapshot(log: Log) -> None:
 @pytest.mark.sqlite_only
 def test_the_snapshot_is_written_at_shutdown(log: Log, tmp_path: Path) -> None:
     db = copy_db(log, tmp_path)
-    with sqlite3.connect(db) as connection:
-        rows = connection.execute("SELECT name, position, hash FROM snapshots").fetchall()
-    connection.close()
+    snapshot = read_snapshot(db, SNAPSHOT_NAME)
+    assert snapshot is not None
     events = events_of(log)
-    assert rows == [("read-model", log.head, events[-1]["hash"])]
+    assert (snapshot.position, snapshot.hash) == (log.head, events[-1]["hash"])
 
 
 def edit_event_data(db: Path, position: int) -> None:
@@ -512,21 +515,20 @@ def test_verify_names_an_event_appended_with_a_bad_hash(log: Log, tmp_path: Path
 
 
 def corrupt_snapshot(db: Path, how: str) -> None:
-    with sqlite3.connect(db) as connection:
-        (data,) = connection.execute("SELECT data FROM snapshots").fetchone()
-        if how == "state":
-            state = msgspec.msgpack.decode(bytes(data))
-            owned = next(iter(state[1].values()))  # the board's tasks: owner -> id -> task
-            next(iter(owned.values()))["title"] = "rewritten history"
-            new = msgspec.msgpack.encode(state)
-            connection.execute("UPDATE snapshots SET data = ?", (new,))
-        elif how == "bytes":
-            connection.execute("UPDATE snapshots SET data = ?", (bytes(data)[:-3] + b"\xc1",))
-        elif how == "hash":
-            connection.execute("UPDATE snapshots SET hash = ?", ("0" * 64,))
-        elif how == "position":
-            connection.execute("UPDATE snapshots SET position = position + 10")
-    connection.close()
+    snapshot = read_snapshot(db, SNAPSHOT_NAME)
+    assert snapshot is not None
+    if how == "state":
+        state = msgspec.msgpack.decode(snapshot.data)
+        owned = next(iter(state[1].values()))  # the board's tasks: owner -> id -> task
+        next(iter(owned.values()))["title"] = "rewritten history"
+        corrupt = replace(snapshot, data=msgspec.msgpack.encode(state))
+    elif how == "bytes":
+        corrupt = replace(snapshot, data=bytes(snapshot.data)[:-3] + b"\xc1")
+    elif how == "hash":
+        corrupt = replace(snapshot, hash="0" * 64)
+    elif how == "position":
+        corrupt = replace(snapshot, position=snapshot.position + 10)
+    write_snapshot(db, corrupt)
 
 
 @pytest.mark.parametrize("how", ["state", "bytes"])
@@ -560,9 +562,7 @@ def test_verify_names_a_snapshot_past_the_end_of_the_log(log: Log, tmp_path: Pat
 @pytest.mark.sqlite_only
 def test_verify_passes_without_a_snapshot(log: Log, tmp_path: Path) -> None:
     db = copy_db(log, tmp_path)
-    with sqlite3.connect(db) as connection:
-        connection.execute("DELETE FROM snapshots")
-    connection.close()
+    delete_snapshots(db)
     result = run_cli("verify", db=db)
     assert result.returncode == 0
     assert b"snapshot" not in result.stdout

@@ -8,7 +8,6 @@ received is a promise the restarted server must keep.
 from __future__ import annotations
 
 import random
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -21,6 +20,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from msgspec.structs import replace
 
 from tests.integration.conftest import (
     Guest,
@@ -30,6 +30,9 @@ from tests.integration.conftest import (
     cli_events,
     run_cli,
 )
+from tracker.events.snapshot_files import read_snapshot, write_snapshot
+from tracker.events.store import Snapshot
+from tracker.projections.model import SNAPSHOT_NAME
 
 WRITERS = 8
 WRITE_SECONDS = 1.5
@@ -252,13 +255,14 @@ def state_of(server: Server, guests: list[Guest]) -> dict[str, list[dict[str, An
     }
 
 
-def snapshot_row(db: Path) -> tuple[int, str, bytes] | None:
-    with sqlite3.connect(db) as connection:
-        row = connection.execute(
-            "SELECT position, hash, data FROM snapshots WHERE name = 'read-model'"
-        ).fetchone()
-    connection.close()
-    return None if row is None else (row[0], row[1], bytes(row[2]))
+def snapshot_of(db: Path) -> Snapshot | None:
+    return read_snapshot(db, SNAPSHOT_NAME)
+
+
+def doctor_snapshot(db: Path, **changes: Any) -> None:
+    snapshot = snapshot_of(db)
+    assert snapshot is not None
+    write_snapshot(db, replace(snapshot, **changes))
 
 
 def head_of(server: Server) -> int:
@@ -266,31 +270,31 @@ def head_of(server: Server) -> int:
     return position
 
 
-@pytest.mark.sqlite_only  # reads or doctors the snapshot row in the SQLite file
+@pytest.mark.sqlite_only  # reads or doctors the snapshot file beside the SQLite file
 def test_clean_stop_writes_a_snapshot_at_the_head(start_server: ServerFactory) -> None:
     server = start_server()
     populate(server)
     head = head_of(server)
     assert server.stop() == 0
-    row = snapshot_row(server.db)
-    assert row is not None
-    assert row[0] == head
-    assert row[1] == cli_events(server.store)[-1]["hash"]
+    snapshot = snapshot_of(server.db)
+    assert snapshot is not None
+    assert snapshot.position == head
+    assert snapshot.hash == cli_events(server.store)[-1]["hash"]
     assert f"snapshot saved at position {head}" in server.log()
 
 
-@pytest.mark.sqlite_only  # reads or doctors the snapshot row in the SQLite file
+@pytest.mark.sqlite_only  # reads or doctors the snapshot file beside the SQLite file
 def test_clean_stop_after_crash_recovery_writes_a_snapshot(start_server: ServerFactory) -> None:
     server = start_server()
     populate(server)
     head = head_of(server)
     server.kill()
-    assert snapshot_row(server.db) is None
+    assert snapshot_of(server.db) is None
     server.start()
     assert server.stop() == 0
-    row = snapshot_row(server.db)
-    assert row is not None
-    assert row[0] == head
+    snapshot = snapshot_of(server.db)
+    assert snapshot is not None
+    assert snapshot.position == head
 
 
 def test_restart_after_sigterm_keeps_everything(start_server: ServerFactory) -> None:
@@ -308,25 +312,20 @@ def test_restart_after_sigterm_keeps_everything(start_server: ServerFactory) -> 
     assert head_of(server) == head + 2
 
 
-@pytest.mark.sqlite_only  # reads or doctors the snapshot row in the SQLite file
+@pytest.mark.sqlite_only  # reads or doctors the snapshot file beside the SQLite file
 def test_restart_after_sigterm_starts_from_the_snapshot(start_server: ServerFactory) -> None:
     """Doctor the snapshot (not the log): the restarted server shows the doctored state,
     so it must have loaded the snapshot rather than replayed the log."""
     server = start_server()
     guests, _ = populate(server)
     assert server.stop() == 0
-    row = snapshot_row(server.db)
-    assert row is not None
-    state = msgspec.msgpack.decode(row[2])
+    snapshot = snapshot_of(server.db)
+    assert snapshot is not None
+    state = msgspec.msgpack.decode(snapshot.data)
     owner, owned = next(iter(state[1].items()))  # the board's tasks: owner -> id -> task
     task = next(iter(owned.values()))
     task["title"] = "only in the snapshot"
-    with sqlite3.connect(server.db) as connection:
-        connection.execute(
-            "UPDATE snapshots SET data = ? WHERE name = 'read-model'",
-            (msgspec.msgpack.encode(state),),
-        )
-    connection.close()
+    write_snapshot(server.db, replace(snapshot, data=msgspec.msgpack.encode(state)))
 
     server.start()
     guest = next(guest for guest in guests if guest.id == owner)
@@ -340,39 +339,35 @@ def test_restart_after_sigterm_starts_from_the_snapshot(start_server: ServerFact
     assert b"snapshot differs from a full replay" in result.stderr
 
 
-@pytest.mark.sqlite_only  # reads or doctors the snapshot row in the SQLite file
+@pytest.mark.sqlite_only  # reads or doctors the snapshot file beside the SQLite file
 def test_unreadable_snapshot_is_ignored_and_the_log_replayed(start_server: ServerFactory) -> None:
     server = start_server()
     guests, before = populate(server)
     assert server.stop() == 0
-    with sqlite3.connect(server.db) as connection:
-        connection.execute("UPDATE snapshots SET data = ?", (b"\xc1 not msgpack",))
-    connection.close()
+    doctor_snapshot(server.db, data=b"\xc1 not msgpack")
     server.start()
     assert state_of(server, guests) == before
     assert "ignoring the snapshot" in server.log()
 
 
-@pytest.mark.sqlite_only  # reads or doctors the snapshot row in the SQLite file
+@pytest.mark.sqlite_only  # reads or doctors the snapshot file beside the SQLite file
 def test_snapshot_of_another_log_is_ignored(start_server: ServerFactory) -> None:
     server = start_server()
     guests, before = populate(server)
     assert server.stop() == 0
-    with sqlite3.connect(server.db) as connection:
-        connection.execute("UPDATE snapshots SET hash = ?", ("0" * 64,))
-    connection.close()
+    doctor_snapshot(server.db, hash="0" * 64)
     server.start()
     assert state_of(server, guests) == before
     assert "ignoring the snapshot" in server.log()
 
 
-@pytest.mark.sqlite_only  # reads or doctors the snapshot row in the SQLite file
+@pytest.mark.sqlite_only  # reads or doctors the snapshot file beside the SQLite file
 def test_snapshot_plus_tail_after_a_kill(start_server: ServerFactory) -> None:
     """Stop cleanly (snapshot), write more, SIGKILL (no new snapshot): both halves come back."""
     server = start_server()
     guests, _ = populate(server)
     assert server.stop() == 0
-    snapshot_at = snapshot_row(server.db)
+    snapshot_at = snapshot_of(server.db)
     assert snapshot_at is not None
     server.start()
     for guest in guests:
@@ -381,16 +376,16 @@ def test_snapshot_plus_tail_after_a_kill(start_server: ServerFactory) -> None:
         client.patch(f"/api/tasks/{created['id']}", json={"done": True})
     after = state_of(server, guests)
     head = head_of(server)
-    assert head > snapshot_at[0]
+    assert head > snapshot_at.position
     server.kill()
-    assert snapshot_row(server.db) == snapshot_at
+    assert snapshot_of(server.db) == snapshot_at
     server.start()
     assert head_of(server) == head
     assert state_of(server, guests) == after
     assert "ignoring the snapshot" not in server.log()
     result = run_cli("verify", db=server.store)
     assert result.returncode == 0, result.stderr
-    assert f"snapshot at {snapshot_at[0]} matches".encode() in result.stdout
+    assert f"snapshot at {snapshot_at.position} matches".encode() in result.stdout
 
 
 def test_sigterm_with_idle_keepalive_clients_exits_promptly(start_server: ServerFactory) -> None:

@@ -180,6 +180,17 @@ async def test_a_dumped_model_loads_back_equal(filled: SQLiteStore) -> None:
     assert loaded.dump() == model.dump()
 
 
+async def test_dumping_into_a_used_buffer_gives_the_same_bytes_as_dump(
+    filled: SQLiteStore,
+) -> None:
+    model = await full_replay(filled)
+    buffer = bytearray(b"left over from a larger snapshot" * 10_000)
+
+    model.dump_into(buffer)
+
+    assert buffer == model.dump()
+
+
 def test_an_empty_model_dumps_and_loads() -> None:
     assert ReadModel.load(ReadModel().dump()).dump() == ReadModel().dump()
 

@@ -11,7 +11,7 @@ from tracker import snapshots
 from tracker.errors import StorageError
 from tracker.events.sqlite import SQLiteStore
 from tracker.events.store import Snapshot
-from tracker.events.types import GuestStarted
+from tracker.events.types import GuestStarted, TaskCreated, TaskDeleted
 from tracker.projections.model import SNAPSHOT_NAME, ReadModel
 from tracker.snapshots import SnapshotKeeper
 
@@ -47,6 +47,54 @@ async def test_save_keeps_the_model_as_it_stands(store: SQLiteStore) -> None:
     assert snapshot is not None
     assert snapshot.position == 3
     assert (await ReadModel.from_snapshot(store)).dump() == model.dump()
+
+
+async def test_each_save_keeps_the_model_whether_it_grew_or_shrank(store: SQLiteStore) -> None:
+    model = await live_model(store)
+    keeper = SnapshotKeeper(store, model, every=0)
+    await guests(store, "a")
+    for number in range(20):
+        created = TaskCreated(task_id=f"t{number}", owner="a", title="x", notes="n" * 5_000)
+        await store.append(f"task-t{number}", 0, [created], "a")
+
+    grown = await saved_by(keeper, store)
+    assert grown == model.dump()
+    for number in range(15):
+        await store.append(f"task-t{number}", 1, [TaskDeleted()], "a")
+    shrunk = await saved_by(keeper, store)
+
+    assert shrunk == model.dump()
+    assert len(shrunk) < len(grown)
+
+
+async def saved_by(keeper: SnapshotKeeper, store: SQLiteStore) -> bytes:
+    await keeper.save()
+    snapshot = await store.load_snapshot(SNAPSHOT_NAME)
+    assert snapshot is not None
+    return bytes(snapshot.data)
+
+
+async def test_the_buffer_is_grown_to_the_likely_size_before_encoding(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = await live_model(store)
+    keeper = SnapshotKeeper(store, model, every=0)
+    await guests(store, *"abcdefghij")
+    sizes_when_encoding: list[int] = []
+    dump_into = model.dump_into
+
+    def watched_dump_into(buffer: bytearray) -> None:
+        sizes_when_encoding.append(len(buffer))
+        dump_into(buffer)
+
+    monkeypatch.setattr(model, "dump_into", watched_dump_into)
+    await keeper.save()
+    first = len(model.dump())
+    await guests(store, *"klmnopqrst")  # twice the events: about twice the size
+    await keeper.save()
+
+    assert sizes_when_encoding[0] == 10 * snapshots.FIRST_GUESS_BYTES_PER_EVENT
+    assert sizes_when_encoding[1] == first * 2
 
 
 async def test_save_does_nothing_while_the_model_is_where_its_snapshot_is(

@@ -14,13 +14,14 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 import asyncpg
+import msgspec
 import pytest
 
 from tests.pgcluster import PostgresCluster
 from tests.unit.support import FakeClock, collect
 from tracker.clock import format_timestamp
 from tracker.errors import BadEvent, CorruptLog, StorageError, VersionConflict
-from tracker.events import codec, reading
+from tracker.events import codec, reading, snapshot_files
 from tracker.events import sqlite as sqlite_store
 from tracker.events.postgres import PostgresStore
 from tracker.events.reading import READ_PAGE
@@ -538,10 +539,11 @@ async def test_replay_hands_over_the_events_around_a_gap_for_the_projection_to_r
 
 
 def garble_a_middle_page(path: Path) -> None:
-    """Overwrite a page in the middle of the database file (of the table) with garbage."""
+    """Overwrite pages in the middle of the database file with garbage (the table's, most
+    of them: the table is a megabyte of events, its index a few pages)."""
     with path.open("r+b") as file:
         file.seek(4096 * (path.stat().st_size // 4096 // 2))
-        file.write(b"\xa5" * 4096)
+        file.write(b"\xa5" * 4096 * 4)
 
 
 async def test_replay_of_a_damaged_file_is_a_storage_error(db_path: Path) -> None:
@@ -840,6 +842,93 @@ async def test_snapshots_can_be_forgotten(store: Store) -> None:
     await store.delete_snapshots()
 
     assert await store.load_snapshot("model") is None
+
+
+async def test_a_snapshot_in_a_reused_buffer_is_saved_as_it_stands(store: Store) -> None:
+    buffer = bytearray(b"first state")
+    await store.save_snapshot(Snapshot("model", 3, "a" * 64, 1, buffer))
+
+    buffer[:] = b"changed after the save"
+
+    loaded = await store.load_snapshot("model")
+    assert loaded is not None
+    assert loaded.data == b"first state"
+
+
+async def test_an_sqlite_snapshot_is_a_file_beside_the_database_not_in_it(
+    db_path: Path,
+) -> None:
+    async with SQLiteStore.open(db_path) as store:
+        await store.append("a", 0, marks("1"), "x")
+        before = _database_bytes(db_path)
+
+        await store.save_snapshot(Snapshot("model", 1, "a" * 64, 1, bytes(4 << 20)))
+
+        assert _database_bytes(db_path) == before
+    assert snapshot_files.snapshot_path(db_path, "model").stat().st_size > 4 << 20
+
+
+def _database_bytes(db_path: Path) -> int:
+    """The size of the database with its WAL."""
+    wal = db_path.with_name(db_path.name + "-wal")
+    return db_path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+
+async def test_a_save_cut_short_leaves_the_last_snapshot_and_the_next_save_tidies_up(
+    db_path: Path,
+) -> None:
+    saved = Snapshot("model", 1, "a" * 64, 1, b"saved")
+    async with SQLiteStore.open(db_path) as store:
+        await store.append("a", 0, marks("1"), "x")
+        await store.save_snapshot(saved)
+        path = snapshot_files.snapshot_path(db_path, "model")
+        cut_short = path.with_name(f"{path.name}.0badf00d.tmp")
+        cut_short.write_bytes(b"half a snapshot")
+
+        assert await store.load_snapshot("model") == saved
+
+        await store.save_snapshot(msgspec.structs.replace(saved, data=b"next"))
+
+        assert not cut_short.exists()
+        assert sorted(db_path.parent.glob(f"{db_path.name}-snapshot-*")) == [path]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\x00\x00\x00\x09not a msgpack header", b"\xff" * 64],
+    ids=["empty", "garbled-header", "random-bytes"],
+)
+async def test_a_snapshot_file_that_is_not_one_is_ignored_with_a_warning(
+    db_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with SQLiteStore.open(db_path) as store:
+        snapshot_files.snapshot_path(db_path, "model").write_bytes(content)
+
+        assert await store.load_snapshot("model") is None
+
+    assert "not a snapshot" in caplog.text
+
+
+async def test_a_new_log_removes_the_snapshots_of_one_that_was_there_before(
+    db_path: Path,
+) -> None:
+    async with SQLiteStore.open(db_path) as store:
+        await store.append("a", 0, marks("1"), "x")
+        await store.save_snapshot(Snapshot("model", 1, "a" * 64, 1, b"old log"))
+    db_path.unlink()
+
+    async with SQLiteStore.open(db_path) as store:
+        assert await store.load_snapshot("model") is None
+    assert not snapshot_files.snapshot_path(db_path, "model").exists()
+
+
+async def test_a_snapshot_file_of_another_name_is_ignored(db_path: Path) -> None:
+    async with SQLiteStore.open(db_path) as store:
+        await store.save_snapshot(Snapshot("other", 1, "a" * 64, 1, b"other"))
+        other = snapshot_files.snapshot_path(db_path, "other")
+        other.rename(snapshot_files.snapshot_path(db_path, "model"))
+
+        assert await store.load_snapshot("model") is None
 
 
 # Import

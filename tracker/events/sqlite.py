@@ -31,6 +31,7 @@ from anyio.abc import TaskStatus
 from tracker.background import background
 from tracker.clock import Clock, system_clock
 from tracker.errors import BadEvent, CorruptLog, StorageError
+from tracker.events import snapshot_files
 from tracker.events.batching import (
     GroupCommitLog,
     Pending,
@@ -76,13 +77,6 @@ CREATE TABLE events (
     recorded_at  TEXT    NOT NULL,
     hash         TEXT    NOT NULL,
     UNIQUE (stream, version)
-);
-CREATE TABLE snapshots (
-    name      TEXT PRIMARY KEY,
-    position  INTEGER NOT NULL,
-    hash      TEXT    NOT NULL,
-    format    INTEGER NOT NULL,
-    data      BLOB    NOT NULL
 );
 PRAGMA application_id = {APPLICATION_ID};
 PRAGMA user_version = {SCHEMA_VERSION};
@@ -146,12 +140,14 @@ class SQLiteStore(GroupCommitLog):
         writer: aiosqlite.Connection,
         reader: aiosqlite.Connection,
         clock: Clock,
+        path: Path,
     ) -> None:
         super().__init__(clock)
         self._writer = writer
         self._reader = reader
         self._attempts = MemoryAttempts()
-        self._path: Path | None = None
+        self.path = path
+        """The database file (its snapshots are kept beside it)."""
 
     @classmethod
     @asynccontextmanager
@@ -184,9 +180,10 @@ class SQLiteStore(GroupCommitLog):
             # behind the checkpoint's writes (1.3-1.6 ms per commit of 100 events,
             # against 1.0).
             await _prepare(writer, path, new=new)
+            if new:  # the snapshots of a log that was here before are not this log's
+                await anyio.to_thread.run_sync(snapshot_files.delete_snapshots, path)
             reader = await _connect(path, connections, READER_CACHE_KIB)
-            store = cls(writer, reader, clock)
-            store._path = path
+            store = cls(writer, reader, clock, path)
             await store._load_head()
             # On leaving, the writer finishes what it was given, then stops.
             async with background(store._run, store._close):
@@ -237,12 +234,11 @@ class SQLiteStore(GroupCommitLog):
     async def check_chain(self, until: int) -> ChainReport:
         """Check positions, the hash chain and stream versions up to `until`, in a worker
         process: on a machine with a core to spare, it runs beside a replay."""
-        assert self._path is not None
         try:
-            return await anyio.to_process.run_sync(check_chain_file, str(self._path), until)
+            return await anyio.to_process.run_sync(check_chain_file, str(self.path), until)
         except anyio.BrokenWorkerProcess:  # no worker process to be had: check it here
             logger.warning("no worker process for the chain check; checking in a thread")
-            return await anyio.to_thread.run_sync(check_chain_file, str(self._path), until)
+            return await anyio.to_thread.run_sync(check_chain_file, str(self.path), until)
 
     async def replay(
         self, callback: ReplayCallback, after: int = 0, until: int | None = None
@@ -303,25 +299,21 @@ class SQLiteStore(GroupCommitLog):
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         try:
-            await self._reader.execute(
-                "INSERT OR REPLACE INTO snapshots (name, position, hash, format, data)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (snapshot.name, snapshot.position, snapshot.hash, snapshot.format, snapshot.data),
-            )
-        except sqlite3.Error as exc:
+            await anyio.to_thread.run_sync(snapshot_files.write_snapshot, self.path, snapshot)
+        except OSError as exc:
             raise StorageError(f"cannot save the snapshot: {exc}") from exc
 
     async def load_snapshot(self, name: str) -> Snapshot | None:
-        rows = await self._read(
-            "SELECT name, position, hash, format, data FROM snapshots WHERE name = ?", (name,)
-        )
-        return Snapshot(*rows[0]) if rows else None
+        try:
+            return await anyio.to_thread.run_sync(snapshot_files.read_snapshot, self.path, name)
+        except OSError as exc:
+            raise StorageError(f"cannot read the snapshot: {exc}") from exc
 
     async def delete_snapshots(self) -> None:
         """Forget every snapshot (they are caches: the next start rebuilds them)."""
         try:
-            await self._reader.execute("DELETE FROM snapshots")
-        except sqlite3.Error as exc:
+            await anyio.to_thread.run_sync(snapshot_files.delete_snapshots, self.path)
+        except OSError as exc:
             raise StorageError(f"cannot delete snapshots: {exc}") from exc
 
     async def import_log(self, chunks: AsyncIterable[Sequence[Recorded]]) -> int:

@@ -40,7 +40,8 @@ class Snapshot(msgspec.Struct, frozen=True):
     position: int
     hash: str
     format: int
-    data: bytes
+    data: bytes | bytearray
+    """Bytes as loaded; saved, it may be the buffer a model encodes its snapshots into."""
 
 
 class EventStore(Protocol):
