@@ -21,7 +21,7 @@ from tests.pgcluster import PostgresCluster
 from tests.unit.support import FakeClock, collect
 from tracker.clock import format_timestamp
 from tracker.errors import BadEvent, CorruptLog, StorageError, VersionConflict
-from tracker.events import codec, reading, snapshot_files
+from tracker.events import batching, codec, reading, snapshot_files
 from tracker.events import sqlite as sqlite_store
 from tracker.events.postgres import PostgresStore
 from tracker.events.reading import READ_PAGE
@@ -712,6 +712,28 @@ async def test_expecting_a_new_stream_that_exists_from_before_a_reopen_is_a_conf
     assert results[0].actual == 1
     assert [(e.stream, e.version) for e in log] == [("old", 1), ("fresh", 1)]
     check_chain(log)
+
+
+async def test_versions_forgotten_past_the_limit_are_looked_up_again(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batching, "VERSIONS_KEPT", 3)
+    for stream in "abcdef":
+        await store.append(stream, 0, marks(stream), "x")
+    await store.append("a", 1, marks("a2"), "x")
+
+    results = await _gather(
+        store.append("b", 1, marks("b2"), "x"),
+        store.append("c", 0, marks("c again"), "x"),
+        store.append("d", 2, marks("d3"), "x"),
+        store.append("a", 2, marks("a3"), "x"),
+    )
+
+    assert [type(result) for result in results[1:3]] == [VersionConflict, VersionConflict]
+    log = await collect(store.read_all())
+    assert [(e.stream, e.version) for e in log[6:]] == [("a", 2), ("b", 2), ("a", 3)]
+    check_chain(log)
+    assert len(store._versions) <= 3 + 2  # the limit, and a batch past it
 
 
 async def _gather(*appends: object) -> list[object]:
