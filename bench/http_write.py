@@ -65,11 +65,20 @@ def run(options: Options) -> list[Figure]:
         ),
         Figure(
             NAME,
-            "p99 latency (worst round)",
+            "p99 latency (all rounds)",
             tracker.p99_ms,
             "ms",
             goal=P99_GOAL,
             details={"p50_ms": tracker.p50_ms, "bare_p99_ms": ceiling.p99_ms},
+        ),
+        Figure(
+            NAME,
+            "p99 latency (worst round)",
+            tracker.worst_round_p99_ms,
+            "ms",
+            details={"bare_ms": ceiling.worst_round_p99_ms},
+            note="one round's requests alone: a single pause of the server weighs five times"
+            " as much",
         ),
     ]
 

@@ -6,10 +6,10 @@ import json
 import os
 import resource
 import shutil
-import statistics
 import subprocess
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,14 @@ class Load:
 
 @dataclass(frozen=True)
 class WrkResult:
+    """One load against a server, or several turns of it taken together (`combined`)."""
+
     requests_per_second: float
     p50_ms: float
     p99_ms: float
+    """Of every request of the load (all its rounds)."""
+    worst_round_p99_ms: float
+    """The highest p99 of any one round (of a single run: its p99)."""
     requests: int
     errors: dict[str, int]
     server_cpu: float
@@ -42,6 +47,8 @@ class WrkResult:
     wrk_cpu: float
     """Cores wrk kept busy on average."""
     seconds: float
+    histogram: tuple[tuple[int, int], ...] = field(default=(), repr=False)
+    """Every latency wrk recorded (us) and how often: what its percentiles count."""
 
     def cpu_note(self) -> str:
         return f"server {self.server_cpu:.2f} cores, wrk {self.wrk_cpu:.2f} cores"
@@ -51,6 +58,7 @@ class WrkResult:
             "requests_per_second": self.requests_per_second,
             "p50_ms": self.p50_ms,
             "p99_ms": self.p99_ms,
+            "worst_round_p99_ms": self.worst_round_p99_ms,
             "requests": self.requests,
             "errors": self.errors,
             "server_cpu_cores": round(self.server_cpu, 3),
@@ -60,23 +68,42 @@ class WrkResult:
 
 
 def combined(rounds: Sequence[WrkResult]) -> WrkResult:
-    """Several runs of one load as one: rates and CPU over their whole time, the median
-    p50 and the worst p99."""
+    """Several runs of one load as one: rates and CPU over their whole time, percentiles
+    of all their requests (their histograms merged), and the worst p99 of any one."""
     seconds = sum(result.seconds for result in rounds)
     errors: dict[str, int] = {}
     for result in rounds:
         for kind, count in result.errors.items():
             errors[kind] = errors.get(kind, 0) + count
+    merged: Counter[int] = Counter()
+    for result in rounds:
+        merged.update(dict(result.histogram))
+    histogram = tuple(sorted(merged.items()))
     return WrkResult(
         requests_per_second=sum(result.requests for result in rounds) / seconds,
-        p50_ms=statistics.median(result.p50_ms for result in rounds),
-        p99_ms=max(result.p99_ms for result in rounds),
+        p50_ms=percentile_us(histogram, 50) / 1000,
+        p99_ms=percentile_us(histogram, 99) / 1000,
+        worst_round_p99_ms=max(result.worst_round_p99_ms for result in rounds),
         requests=sum(result.requests for result in rounds),
         errors=errors,
         server_cpu=sum(result.server_cpu * result.seconds for result in rounds) / seconds,
         wrk_cpu=sum(result.wrk_cpu * result.seconds for result in rounds) / seconds,
         seconds=seconds,
+        histogram=histogram,
     )
+
+
+def percentile_us(histogram: Iterable[tuple[int, int]], percent: float) -> int:
+    """The latency below which `percent` of a histogram's counts fall, ranked as wrk
+    ranks them (its `stats_percentile`), so one run's figure is wrk's own."""
+    buckets = sorted(histogram)
+    rank = int(percent / 100 * sum(count for _, count in buckets) + 1)  # C's round(x + 0.5)
+    total = 0
+    for latency, count in buckets:
+        total += count
+        if total >= rank:
+            return latency
+    return 0
 
 
 @dataclass(frozen=True)
@@ -175,11 +202,13 @@ def run_wrk(
         requests_per_second=summary["requests"] / seconds,
         p50_ms=latency["p50"] / 1000,
         p99_ms=latency["p99"] / 1000,
+        worst_round_p99_ms=latency["p99"] / 1000,
         requests=summary["requests"],
         errors=errors,
         server_cpu=(server_after - server_before) / seconds,
         wrk_cpu=wrk_cpu / seconds,
         seconds=seconds,
+        histogram=tuple((value, count) for value, count in summary["histogram_us"]),
     )
 
 

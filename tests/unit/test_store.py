@@ -937,7 +937,7 @@ async def test_a_new_log_removes_the_snapshots_of_one_that_was_there_before(
     async with SQLiteStore.open(db_path) as store:
         await store.append("a", 0, marks("1"), "x")
         await store.save_snapshot(Snapshot("model", 1, "a" * 64, 1, b"old log"))
-    db_path.unlink()
+    await anyio.Path(db_path).unlink()
 
     async with SQLiteStore.open(db_path) as store:
         assert await store.load_snapshot("model") is None
