@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"[a-z0-9-]{1,64}")
 _HEADER_LENGTH_BYTES = 4
+_HEADER_MAX_BYTES = 1024
+"""Far more than a header takes (a name of up to 64 characters, a hash, two numbers)."""
 
 
 class _Header(msgspec.Struct, array_like=True, frozen=True):
@@ -75,20 +77,23 @@ def read_snapshot(db: Path, name: str) -> Snapshot | None:
     one (logged: a snapshot is a cache, and the log is replayed without it)."""
     path = snapshot_path(db, name)
     try:
-        content = path.read_bytes()
+        file = path.open("rb")
     except FileNotFoundError:
         return None
-    length = int.from_bytes(content[:_HEADER_LENGTH_BYTES], "big")
-    start = _HEADER_LENGTH_BYTES + length
-    try:
-        header = msgspec.msgpack.decode(content[_HEADER_LENGTH_BYTES:start], type=_Header)
-    except msgspec.DecodeError as exc:
-        logger.warning("ignoring %s: it is not a snapshot (%s)", path, exc)
-        return None
-    if header.name != name:
-        logger.warning("ignoring %s: it holds the snapshot %r", path, header.name)
-        return None
-    return Snapshot(header.name, header.position, header.hash, header.format, content[start:])
+    with file:
+        length = int.from_bytes(file.read(_HEADER_LENGTH_BYTES), "big")
+        try:
+            if length > _HEADER_MAX_BYTES:
+                raise msgspec.DecodeError(f"a header of {length} bytes")
+            header = msgspec.msgpack.decode(file.read(length), type=_Header)
+        except msgspec.DecodeError as exc:
+            logger.warning("ignoring %s: it is not a snapshot (%s)", path, exc)
+            return None
+        if header.name != name:
+            logger.warning("ignoring %s: it holds the snapshot %r", path, header.name)
+            return None
+        data = file.read()  # tens of megabytes: read once, not copied out of the whole
+    return Snapshot(header.name, header.position, header.hash, header.format, data)
 
 
 def delete_snapshots(db: Path) -> None:
