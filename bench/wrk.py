@@ -49,6 +49,9 @@ class WrkResult:
     seconds: float
     histogram: tuple[tuple[int, int], ...] = field(default=(), repr=False)
     """Every latency wrk recorded (us) and how often: what its percentiles count."""
+    histogram_exact: bool = True
+    """False if, wrk's histogram being too wide to walk, it came from its percentiles
+    (to 0.01 % above p95: see wrk.lua)."""
 
     def cpu_note(self) -> str:
         return f"server {self.server_cpu:.2f} cores, wrk {self.wrk_cpu:.2f} cores"
@@ -59,6 +62,7 @@ class WrkResult:
             "p50_ms": self.p50_ms,
             "p99_ms": self.p99_ms,
             "worst_round_p99_ms": self.worst_round_p99_ms,
+            "histogram_exact": self.histogram_exact,
             "requests": self.requests,
             "errors": self.errors,
             "server_cpu_cores": round(self.server_cpu, 3),
@@ -90,6 +94,7 @@ def combined(rounds: Sequence[WrkResult]) -> WrkResult:
         wrk_cpu=sum(result.wrk_cpu * result.seconds for result in rounds) / seconds,
         seconds=seconds,
         histogram=histogram,
+        histogram_exact=all(result.histogram_exact for result in rounds),
     )
 
 
@@ -209,6 +214,7 @@ def run_wrk(
         wrk_cpu=wrk_cpu / seconds,
         seconds=seconds,
         histogram=tuple((value, count) for value, count in summary["histogram_us"]),
+        histogram_exact=summary["histogram_exact"],
     )
 
 

@@ -19,9 +19,9 @@ QUIET_SECONDS = 1.0
 LAG_LIMIT = 10
 ROOM_STEP = 1 << 20
 """How much the encoding buffer grows at a time, between turns of the event loop."""
-FIRST_GUESS_BYTES_PER_EVENT = 128
-"""How large a snapshot is per event of the log, until one was saved (a log of new tasks
-with short titles: 130)."""
+FIRST_GUESS_BYTES_PER_TASK = 128
+"""How large a snapshot is per task ever created, until one was saved (tasks with short
+titles: 130)."""
 
 _ZEROS = memoryview(bytes(ROOM_STEP))
 
@@ -38,6 +38,7 @@ class SnapshotKeeper:
         self._buffer = bytearray()
         """What snapshots are encoded into, kept from one to the next (see `_make_room`)."""
         self._saved_size = 0
+        self._saved_tasks = 0
         if every:
             store.add_listener(self._on_commit)
 
@@ -69,6 +70,7 @@ class SnapshotKeeper:
         if self._model.position == self._saved_at:
             return
         await self._make_room()
+        tasks = self._tasks()  # as the snapshot will hold them: it is taken without a wait
         try:
             snapshot = await self._model.save_snapshot(self._store, self._buffer)
         except TrackerError as exc:
@@ -80,6 +82,7 @@ class SnapshotKeeper:
                 return
         if snapshot is not None:
             self._saved_at, self._saved_size = snapshot.position, len(snapshot.data)
+            self._saved_tasks = tasks
             logger.info("snapshot saved at position %d", snapshot.position)
 
     async def _make_room(self) -> None:
@@ -89,10 +92,16 @@ class SnapshotKeeper:
         Fresh memory costs a page fault every 4 KiB: on a virtual machine, growing the
         buffer for 150,000 tasks inside the encoder held the loop for 100-200 ms.
         """
-        if self._saved_size and self._saved_at:
-            expected = self._saved_size * self._model.position // self._saved_at
+        tasks = self._tasks()
+        if self._saved_tasks:
+            expected = self._saved_size * tasks // self._saved_tasks
         else:
-            expected = self._model.position * FIRST_GUESS_BYTES_PER_EVENT
+            expected = tasks * FIRST_GUESS_BYTES_PER_TASK
         while len(self._buffer) < expected:
             self._buffer += _ZEROS[: expected - len(self._buffer)]
             await anyio.lowlevel.checkpoint()
+
+    def _tasks(self) -> int:
+        """Every task ever created (deleted ones keep a line in the snapshot): what a
+        snapshot's size grows with."""
+        return len(self._model.board.owners)

@@ -53,9 +53,7 @@ async def test_each_save_keeps_the_model_whether_it_grew_or_shrank(store: SQLite
     model = await live_model(store)
     keeper = SnapshotKeeper(store, model, every=0)
     await guests(store, "a")
-    for number in range(20):
-        created = TaskCreated(task_id=f"t{number}", owner="a", title="x", notes="n" * 5_000)
-        await store.append(f"task-t{number}", 0, [created], "a")
+    await tasks_of(store, "a", range(20), notes="n" * 5_000)
 
     grown = await saved_by(keeper, store)
     assert grown == model.dump()
@@ -79,7 +77,8 @@ async def test_the_buffer_is_grown_to_the_likely_size_before_encoding(
 ) -> None:
     model = await live_model(store)
     keeper = SnapshotKeeper(store, model, every=0)
-    await guests(store, *"abcdefghij")
+    await guests(store, "a")
+    await tasks_of(store, "a", range(10))
     sizes_when_encoding: list[int] = []
     dump_into = model.dump_into
 
@@ -90,11 +89,17 @@ async def test_the_buffer_is_grown_to_the_likely_size_before_encoding(
     monkeypatch.setattr(model, "dump_into", watched_dump_into)
     await keeper.save()
     first = len(model.dump())
-    await guests(store, *"klmnopqrst")  # twice the events: about twice the size
+    await tasks_of(store, "a", range(10, 20))  # twice the tasks: about twice the size
     await keeper.save()
 
-    assert sizes_when_encoding[0] == 10 * snapshots.FIRST_GUESS_BYTES_PER_EVENT
+    assert sizes_when_encoding[0] == 10 * snapshots.FIRST_GUESS_BYTES_PER_TASK
     assert sizes_when_encoding[1] == first * 2
+
+
+async def tasks_of(store: SQLiteStore, owner: str, numbers: range, notes: str = "") -> None:
+    for number in numbers:
+        created = TaskCreated(task_id=f"t{number}", owner=owner, title="x", notes=notes)
+        await store.append(f"task-t{number}", 0, [created], owner)
 
 
 async def test_save_does_nothing_while_the_model_is_where_its_snapshot_is(

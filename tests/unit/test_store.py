@@ -6,6 +6,7 @@ open a file themselves are about the SQLite store alone."""
 from __future__ import annotations
 
 import sqlite3
+import stat
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -942,6 +943,31 @@ async def test_a_new_log_removes_the_snapshots_of_one_that_was_there_before(
     async with SQLiteStore.open(db_path) as store:
         assert await store.load_snapshot("model") is None
     assert not snapshot_files.snapshot_path(db_path, "model").exists()
+
+
+async def test_a_new_database_its_wal_and_its_snapshots_are_readable_by_their_owner_alone(
+    db_path: Path,
+) -> None:
+    async with SQLiteStore.open(db_path) as store:
+        await store.append("a", 0, marks("1"), "x")
+        await store.save_snapshot(Snapshot("model", 1, "a" * 64, 1, b"password hashes"))
+        wal = db_path.with_name(db_path.name + "-wal")
+        snapshot = snapshot_files.snapshot_path(db_path, "model")
+
+        modes = {file.name: stat.S_IMODE(file.stat().st_mode) for file in (db_path, wal, snapshot)}
+
+    assert set(modes.values()) == {0o600}, modes
+
+
+async def test_a_snapshot_file_that_cannot_be_read_is_ignored_with_a_warning(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with SQLiteStore.open(db_path) as store:
+        snapshot_files.snapshot_path(db_path, "model").mkdir()
+
+        assert await store.load_snapshot("model") is None
+
+    assert "ignoring the snapshot" in caplog.text
 
 
 async def test_a_snapshot_file_of_another_name_is_ignored(db_path: Path) -> None:

@@ -43,7 +43,7 @@ INSERT INTO tracker_meta VALUES ('application', '{APPLICATION}'),
                                 ('schema_version', '{SCHEMA_VERSION}');
 CREATE TABLE events (
     position     bigint  PRIMARY KEY,
-    stream       text    NOT NULL,
+    stream       text    COLLATE "C" NOT NULL,
     version      bigint  NOT NULL,
     type         text    NOT NULL,
     schema       integer NOT NULL,

@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 
@@ -58,8 +59,10 @@ def write_snapshot(db: Path, snapshot: Snapshot) -> None:
         _Header(snapshot.name, snapshot.position, snapshot.hash, snapshot.format)
     )
     temporary = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+    # Readable by this user alone, like the database's secret: it holds password hashes.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        with temporary.open("wb") as file, memoryview(snapshot.data) as data:
+        with open(descriptor, "wb") as file, memoryview(snapshot.data) as data:
             file.write(len(header).to_bytes(_HEADER_LENGTH_BYTES, "big"))
             file.write(header)
             file.write(data)
@@ -73,27 +76,36 @@ def write_snapshot(db: Path, snapshot: Snapshot) -> None:
 
 
 def read_snapshot(db: Path, name: str) -> Snapshot | None:
-    """The snapshot `name` kept beside `db`; None if there is none, or if its file is not
-    one (logged: a snapshot is a cache, and the log is replayed without it)."""
+    """The snapshot `name` kept beside `db`; None if there is none, or if its file cannot
+    be read or is not one (logged: a snapshot is a cache, and the log is replayed
+    without it)."""
     path = snapshot_path(db, name)
     try:
-        file = path.open("rb")
+        with path.open("rb") as file:
+            length = int.from_bytes(file.read(_HEADER_LENGTH_BYTES), "big")
+            header = _read_header(file, length)
+            if header is None:
+                logger.warning("ignoring %s: it is not a snapshot", path)
+                return None
+            if header.name != name:
+                logger.warning("ignoring %s: it holds the snapshot %r", path, header.name)
+                return None
+            data = file.read()  # tens of megabytes: read once, not copied out of the whole
     except FileNotFoundError:
         return None
-    with file:
-        length = int.from_bytes(file.read(_HEADER_LENGTH_BYTES), "big")
-        try:
-            if length > _HEADER_MAX_BYTES:
-                raise msgspec.DecodeError(f"a header of {length} bytes")
-            header = msgspec.msgpack.decode(file.read(length), type=_Header)
-        except msgspec.DecodeError as exc:
-            logger.warning("ignoring %s: it is not a snapshot (%s)", path, exc)
-            return None
-        if header.name != name:
-            logger.warning("ignoring %s: it holds the snapshot %r", path, header.name)
-            return None
-        data = file.read()  # tens of megabytes: read once, not copied out of the whole
+    except OSError as exc:
+        logger.warning("ignoring the snapshot %s: %s", path, exc)
+        return None
     return Snapshot(header.name, header.position, header.hash, header.format, data)
+
+
+def _read_header(file: BinaryIO, length: int) -> _Header | None:
+    if length > _HEADER_MAX_BYTES:
+        return None
+    try:
+        return msgspec.msgpack.decode(file.read(length), type=_Header)
+    except msgspec.DecodeError:
+        return None
 
 
 def delete_snapshots(db: Path) -> None:

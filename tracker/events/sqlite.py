@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -77,6 +78,15 @@ CREATE TABLE events (
     recorded_at  TEXT    NOT NULL,
     hash         TEXT    NOT NULL,
     UNIQUE (stream, version)
+);
+-- Snapshots are files beside the database now; the table stays for older Trackers,
+-- which save theirs in it.
+CREATE TABLE snapshots (
+    name      TEXT PRIMARY KEY,
+    position  INTEGER NOT NULL,
+    hash      TEXT    NOT NULL,
+    format    INTEGER NOT NULL,
+    data      BLOB    NOT NULL
 );
 PRAGMA application_id = {APPLICATION_ID};
 PRAGMA user_version = {SCHEMA_VERSION};
@@ -304,10 +314,7 @@ class SQLiteStore(GroupCommitLog):
             raise StorageError(f"cannot save the snapshot: {exc}") from exc
 
     async def load_snapshot(self, name: str) -> Snapshot | None:
-        try:
-            return await anyio.to_thread.run_sync(snapshot_files.read_snapshot, self.path, name)
-        except OSError as exc:
-            raise StorageError(f"cannot read the snapshot: {exc}") from exc
+        return await anyio.to_thread.run_sync(snapshot_files.read_snapshot, self.path, name)
 
     async def delete_snapshots(self) -> None:
         """Forget every snapshot (they are caches: the next start rebuilds them)."""
@@ -457,8 +464,13 @@ def check_chain_file(path: str, until: int) -> ChainReport:
 
 def _lock(path: Path) -> IO[bytes]:
     """An exclusive `flock` on the database file, or `StorageError` if another process holds
-    it. (SQLite's own locks are `fcntl` byte ranges, which `flock` does not touch.)"""
-    handle = path.open("ab")
+    it. (SQLite's own locks are `fcntl` byte ranges, which `flock` does not touch.)
+
+    A new database is created here, readable by this user alone (SQLite gives its WAL
+    the same mode): it holds the password hashes.
+    """
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    handle = open(descriptor, "ab")  # noqa: SIM115 - held for as long as the store is open
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
