@@ -7,6 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
+JSON = {"Content-Type": "application/json"}
+
 
 def cookie_of(server: Any, headers: dict[str, str] | None = None) -> str:
     with httpx.Client(base_url=server.url) as client:
@@ -41,9 +43,25 @@ def test_the_cookie_is_secure_exactly_when_it_should_be(
 def test_every_response_carries_the_security_headers(start_server: Any) -> None:
     server = start_server()
     with httpx.Client(base_url=server.url) as client:
-        for path in ("/", "/docs", "/healthz", "/api/tasks", "/nowhere", "/static/app.css"):
+        for path in ("/", "/docs", "/healthz", "/nowhere", "/static/app.css"):
             headers = client.get(path).headers
             assert headers["x-content-type-options"] == "nosniff"
             assert "frame-ancestors 'none'" in headers["content-security-policy"]
             assert "unsafe-inline" not in headers["content-security-policy"]
+            assert headers["x-frame-options"] == "DENY"
             assert headers["referrer-policy"] == "same-origin"
+        # (The page visit above started a guest session: this one asks without it.)
+        answers = [httpx.get(f"{server.url}/api/tasks"), client.get("/api/nowhere")]
+        token = client.post("/api/auth/guest").json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        answers += [
+            client.post("/api/tasks", json={"title": "t"}, headers=auth),
+            client.get("/api/tasks", headers=auth),
+            client.post("/api/tasks", content=b"{", headers=auth | JSON),
+        ]
+        for response in answers:
+            # JSON: never sniffed, and as a document it loads nothing and is never framed.
+            assert response.headers["x-content-type-options"] == "nosniff", response.url
+            csp = response.headers["content-security-policy"]
+            assert csp == "default-src 'none'; frame-ancestors 'none'", response.url
+        assert [response.status_code for response in answers] == [401, 404, 201, 200, 400]
